@@ -1,0 +1,134 @@
+"""The ``lifecycle`` command: LightningCLI with working defaults.
+
+``lifecycle fit|validate|test|predict --config recipes/<dataset>/<stage>.yaml`` — models and
+DataModules are chosen by ``class_path`` (ours or the user's own), optimizers and schedulers
+likewise. On top of LightningCLI this adds:
+
+- a run folder ``<default_root_dir>/<run_name>/version_N`` holding the resolved ``config.yaml``,
+  ``metrics.csv`` (CSVLogger; TensorBoard events too when ``tensorboard`` is installed),
+  ``checkpoints/`` (best by ``val/loss`` and ``last``), and after ``test``/``predict`` the
+  reports of :mod:`lifecycle.evaluation`;
+- ``--test_after_fit true``: ``fit`` ends by testing the best checkpoint into the same folder;
+- a rich progress bar, and ``seed_everything`` defaulting to 42.
+
+Each default callback is added only when the config does not already hold one of its kind,
+so ``trainer.callbacks`` in a recipe can replace any of them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would check PyPI on import
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from lightning.pytorch import LightningDataModule, LightningModule  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar  # noqa: E402
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
+
+from lifecycle.evaluation.report import EvaluationReport, PredictionWriter  # noqa: E402
+
+
+def _tensorboard_available() -> bool:
+    from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE, _TENSORBOARDX_AVAILABLE
+
+    return bool(_TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE)
+
+
+def default_run_name(config_paths: list[str]) -> str:
+    """``recipes/fashion_mnist/classify.yaml`` -> ``fashion_mnist-classify``; ``lifecycle`` without a config."""
+    if not config_paths:
+        return "lifecycle"
+    path = Path(str(config_paths[-1]))
+    return f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
+
+
+class LifecycleCLI(LightningCLI):
+    """LightningCLI with the toolkit's defaults (see the module docstring)."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--run_name",
+            type=str | None,
+            default=None,
+            help="Name of the run folder under trainer.default_root_dir (default: <recipe folder>-<recipe file>).",
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="After fit, test the best checkpoint (or the last weights) and write the reports into the same run folder.",
+        )
+        parser.set_defaults({"trainer.default_root_dir": "runs"})
+
+    def _run_name(self) -> str:
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        if config.get("run_name"):
+            return config["run_name"]
+        paths = [str(p) for p in (config.get("config") or [])]
+        return default_run_name(paths)
+
+    def instantiate_trainer(self, **kwargs):
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        callbacks = trainer_config.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        has = lambda kind: any(isinstance(c, kind) for c in callbacks)  # noqa: E731
+        if trainer_config.get("enable_progress_bar", True) is not False and not has(ProgressBar):
+            callbacks.append(RichProgressBar(leave=True))
+        if trainer_config.get("enable_checkpointing", True) is not False and not has(
+            ModelCheckpoint
+        ):
+            callbacks.append(
+                ModelCheckpoint(
+                    monitor="val/loss",
+                    mode="min",
+                    save_last=True,
+                    filename="best-{epoch:02d}-{step}",
+                )
+            )
+        if not has(EvaluationReport):
+            callbacks.append(EvaluationReport())
+        if not has(PredictionWriter):
+            callbacks.append(PredictionWriter())
+        kwargs.setdefault("callbacks", callbacks)
+        if trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
+            root, name = trainer_config.get("default_root_dir") or "runs", self._run_name()
+            csv_logger = CSVLogger(save_dir=root, name=name)
+            loggers = [csv_logger]
+            if _tensorboard_available():
+                loggers.append(
+                    TensorBoardLogger(
+                        save_dir=root, name=name, version=csv_logger.version, sub_dir="tensorboard"
+                    )
+                )
+            kwargs["logger"] = loggers
+        return super().instantiate_trainer(**kwargs)
+
+    def after_fit(self) -> None:
+        config = self.config[self.subcommand]
+        if not config.get("test_after_fit") or self.trainer.interrupted:
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``lifecycle`` console script (``args`` default to ``sys.argv[1:]``)."""
+    LifecycleCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=42,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        # optimizers and schedulers are arguments of each stage module (see lifecycle.training.optim)
+        auto_configure_optimizers=False,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,223 @@
+"""``ImageClassificationDataModule``: built-in or user images, split, normalized and batched."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lifecycle.data.datasets import LoadedDataset, Split, load_dataset
+from lifecycle.data.loading import make_loader
+from lifecycle.data.splits import split_indices, stratified_subset
+from lifecycle.data.validation import check_labels, check_not_empty
+
+
+class ImageDataset(Dataset):
+    """Images (``uint8`` N x H x W x C) and labels as dict samples ``{"image", "label"}``.
+
+    Without a transform the whole split is normalized once into a float tensor and batches are
+    sliced out of it (``__getitems__``), which keeps data loading a small share of a step. With
+    an albumentations transform, each image is augmented on the fly, then normalized.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        mean: np.ndarray,
+        std: np.ndarray,
+        transform=None,
+    ):
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.transform = transform
+        self.mean = mean.astype(np.float32)
+        self.std = std.astype(np.float32)
+        if transform is None:
+            self.images = None
+            self.tensor = self._normalize(images)
+        else:
+            self.images = images
+            self.tensor = None
+
+    def _normalize(self, images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+        x = x.sub_(torch.from_numpy(self.mean)).div_(torch.from_numpy(self.std))
+        return x.permute(0, 3, 1, 2).contiguous()  # N, C, H, W
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self.__getitems__([i]).items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if self.tensor is not None:
+            return {"image": self.tensor[index], "label": self.labels[index]}
+        out = []
+        for i in indices:
+            image = self.transform(image=self.images[i])["image"]
+            if image.ndim == 2:
+                image = image[..., None]
+            out.append(image)
+        return {"image": self._normalize(np.stack(out)), "label": self.labels[index]}
+
+
+class ImageClassificationDataModule(L.LightningDataModule):
+    """Image classification data: a built-in dataset or the user's own, split, normalized, batched.
+
+    Batches are dicts ``{"image": float (B, C, H, W), "label": long (B,)}``.
+
+    Args:
+        dataset: a built-in name (``fashion-mnist``, ``mnist-5k``, ``digits``) or a path: a folder
+            with one sub-folder of images per class (optionally ``train/`` and ``test/`` inside),
+            or an ``.npz`` with ``x`` (N, H, W[, C]) and ``y`` (and optionally ``x_test``, ``y_test``).
+        data_dir: where a built-in dataset's files are, when not in the default places.
+        val_fraction: share of the training data held out for validation (stratified, seeded).
+        test_fraction: share held out for testing when the dataset has no test split of its own.
+        train_subset: use only this many training images (a stratified, seeded subset) — for
+            quick runs and small-data experiments. ``None`` uses them all.
+        batch_size: images per batch, or ``"full"`` for full-batch gradient descent (one batch
+            holding the whole training split).
+        eval_batch_size: batch size for validation, test and predict (default: ``batch_size``,
+            capped at 1024 when that is ``"full"``).
+        num_workers: DataLoader worker processes (fork start method; 0 loads in the main process).
+        mean: per-channel normalization mean in [0, 1] units; ``None`` computes it on the train split.
+        std: per-channel normalization std; ``None`` computes it on the train split.
+        image_size: (H, W) to resize user images to; needed when a folder holds mixed sizes.
+        channels: 1 or 3 to convert user images to; default is inferred from the images.
+        train_transforms: albumentations transform (e.g. an ``A.Compose``) applied to training images
+            before normalization; ``None`` for none.
+        eval_transforms: the same for validation, test and predict images.
+        seed: seed of the splits and subsets.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "fashion-mnist",
+        data_dir: str | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        train_subset: int | None = None,
+        batch_size: int | Literal["full"] = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        image_size: tuple[int, int] | None = None,
+        channels: int | None = None,
+        train_transforms=None,
+        eval_transforms=None,
+        seed: int = 42,
+    ):
+        super().__init__()
+        if batch_size != "full" and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(
+                f"`batch_size` must be a positive integer or 'full', got {batch_size!r}."
+            )
+        if num_workers < 0:
+            raise ValueError(f"`num_workers` must be >= 0, got {num_workers}.")
+        self.save_hyperparameters(ignore=["train_transforms", "eval_transforms"])
+        self.dataset = dataset
+        self.data_dir = data_dir
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.train_subset = train_subset
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.mean = mean
+        self.std = std
+        self.image_size = image_size
+        self.channels = channels
+        self.train_transforms = train_transforms
+        self.eval_transforms = eval_transforms
+        self.seed = seed
+        self.class_names: list[str] | None = None
+        self.num_classes: int | None = None
+        self.splits: dict[str, Split] = {}
+        self._datasets: dict[str, ImageDataset] = {}
+
+    # ----------------------------------------------------------------- loading and splitting
+    def load(self) -> LoadedDataset:
+        """Read the dataset (no splitting); a hook for subclasses that read data elsewhere."""
+        kwargs = (
+            {"image_size": self.image_size, "channels": self.channels} if self._is_folder() else {}
+        )
+        return load_dataset(self.dataset, self.data_dir, kind="image", **kwargs)
+
+    def _is_folder(self) -> bool:
+        from pathlib import Path
+
+        return Path(self.dataset).expanduser().is_dir()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        data = self.load()
+        train = data.train
+        n_classes = len(data.class_names) if data.class_names else int(train.y.max()) + 1
+        check_not_empty(train, "train")
+        check_labels(train, n_classes, "train")
+        if data.test is not None:
+            check_not_empty(data.test, "test")
+            check_labels(data.test, n_classes, "test")
+            test = data.test
+        else:
+            keep, held = split_indices(
+                len(train), self.test_fraction, self.seed, train.y, name="test"
+            )
+            train, test = train.take(keep), train.take(held)
+        keep, held = split_indices(len(train), self.val_fraction, self.seed, train.y, name="val")
+        train, val = train.take(keep), train.take(held)
+        if self.train_subset is not None:
+            train = train.take(stratified_subset(train.y, self.train_subset, self.seed))
+        for name, split in (("train", train), ("val", val), ("test", test)):
+            check_not_empty(
+                split, name, "Fix: lower `val_fraction`/`test_fraction` or raise `train_subset`."
+            )
+        self.splits = {"train": train, "val": val, "test": test}
+        self.class_names = data.class_names or [str(i) for i in range(n_classes)]
+        self.num_classes = n_classes
+        pixels = train.x.reshape(-1, train.x.shape[-1]).astype(np.float32) / 255.0
+        mean = np.asarray(
+            self.mean if self.mean is not None else pixels.mean(axis=0), dtype=np.float32
+        )
+        std = np.asarray(
+            self.std if self.std is not None else pixels.std(axis=0) + 1e-6, dtype=np.float32
+        )
+        self.mean, self.std = mean.tolist(), std.tolist()
+        for name, split in self.splits.items():
+            transform = self.train_transforms if name == "train" else self.eval_transforms
+            self._datasets[name] = ImageDataset(split.x, split.y, mean, std, transform)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images a model receives."""
+        x = self.splits["train"].x
+        return (x.shape[3], x.shape[1], x.shape[2])
+
+    # ----------------------------------------------------------------- loaders
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        dataset = self._datasets[name]
+        if name == "train":
+            batch_size = len(dataset) if self.batch_size == "full" else self.batch_size
+        else:
+            default = 1024 if self.batch_size == "full" else self.batch_size
+            batch_size = self.eval_batch_size or default
+        return make_loader(dataset, batch_size, shuffle, self.num_workers, self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

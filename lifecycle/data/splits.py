@@ -1,0 +1,44 @@
+"""Seeded train/val(/test) splits, stratified by class where labels are classes."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from lifecycle.data.datasets import DataValidationError
+
+
+def split_indices(
+    n: int, fraction: float, seed: int, stratify: np.ndarray | None = None, name: str = "val"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(n)`` into (kept, held out) with ``fraction`` held out, seeded and stratified.
+
+    Raises:
+        DataValidationError: when the fraction leaves either side empty, or a class is too rare
+            to stratify.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DataValidationError(f"`{name}_fraction` must be in [0, 1), got {fraction}.")
+    idx = np.arange(n)
+    if fraction == 0.0:
+        return idx, idx[:0]
+    held = int(round(n * fraction))
+    if held == 0 or held == n:
+        raise DataValidationError(
+            f"`{name}_fraction`={fraction} of {n} samples leaves an empty split. Fix: raise the fraction or add data."
+        )
+    if stratify is not None:
+        counts = np.bincount(stratify.astype(np.int64))
+        present = counts[counts > 0]
+        if present.min() < 2 or held < len(present):
+            stratify = None  # too few samples per class to stratify; fall back to a seeded shuffle
+    kept, out = train_test_split(idx, test_size=held, random_state=seed, stratify=stratify)
+    return np.sort(kept), np.sort(out)
+
+
+def stratified_subset(y: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Indices of a class-balanced (stratified) subset of ``size`` rows, seeded."""
+    if size >= len(y):
+        return np.arange(len(y))
+    kept, _ = split_indices(len(y), 1.0 - size / len(y), seed, stratify=y, name="subset")
+    return kept

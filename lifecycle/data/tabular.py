@@ -1,0 +1,205 @@
+"""``TabularDataModule``: CSV tables and arrays for regression and classification."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lifecycle.data.datasets import DataValidationError, LoadedDataset, Split, load_dataset
+from lifecycle.data.loading import make_loader
+from lifecycle.data.splits import split_indices
+from lifecycle.data.validation import check_finite, check_labels, check_not_empty
+
+
+class TabularDataset(Dataset):
+    """Feature rows and targets as dict samples; batches are sliced at once (``__getitems__``)."""
+
+    def __init__(self, features: np.ndarray, targets: np.ndarray, target_key: str):
+        self.features = torch.as_tensor(features, dtype=torch.float32)
+        dtype = torch.long if target_key == "label" else torch.float32
+        self.targets = torch.as_tensor(targets, dtype=dtype)
+        self.target_key = target_key
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"features": self.features[i], self.target_key: self.targets[i]}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return {"features": self.features[index], self.target_key: self.targets[index]}
+
+
+class TabularDataModule(L.LightningDataModule):
+    """Tables of numeric features with a regression target or class labels.
+
+    Batches are ``{"features": float (B, F), "target": float (B,)}`` for regression and
+    ``{"features": float (B, F), "label": long (B,)}`` for classification.
+
+    Args:
+        dataset: a built-in name (``diabetes``) or a path: a ``.csv`` with a header row, or an
+            ``.npz`` with ``x`` (N, F) and ``y`` (and optionally ``x_test``, ``y_test``).
+        task: ``"regression"`` or ``"classification"``.
+        target: the CSV target column (default: the last column).
+        features: the CSV feature columns (default: all other columns).
+        data_dir: where a built-in dataset's files are, when not in the default places.
+        val_fraction: share of the training rows held out for validation (seeded; stratified
+            for classification).
+        test_fraction: share held out for testing when the data has no test split of its own.
+        batch_size: rows per batch, or ``"full"`` for full-batch gradient descent.
+        num_workers: DataLoader worker processes.
+        standardize: z-score each feature with the training split's mean and std.
+        seed: seed of the splits.
+
+    Raises:
+        DataValidationError: NaN/Inf features or targets, labels out of range, empty splits —
+            each naming the count and the first offending row.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "diabetes",
+        task: Literal["regression", "classification"] = "regression",
+        target: str | None = None,
+        features: list[str] | None = None,
+        data_dir: str | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.2,
+        batch_size: int | Literal["full"] = 32,
+        num_workers: int = 0,
+        standardize: bool = True,
+        seed: int = 42,
+    ):
+        super().__init__()
+        if task not in ("regression", "classification"):
+            raise ValueError(f"`task` must be 'regression' or 'classification', got {task!r}.")
+        self.save_hyperparameters()
+        self.dataset, self.task, self.target, self.features = dataset, task, target, features
+        self.data_dir, self.val_fraction, self.test_fraction = data_dir, val_fraction, test_fraction
+        self.batch_size, self.num_workers, self.standardize, self.seed = (
+            batch_size,
+            num_workers,
+            standardize,
+            seed,
+        )
+        self.target_key = "label" if task == "classification" else "target"
+        self.splits: dict[str, Split] = {}
+        self.class_names: list[str] | None = None
+        self.num_classes: int | None = None
+        self.feature_names: list[str] | None = None
+        self.target_mean: float | None = None
+        self.target_std: float | None = None
+
+    def load(self) -> LoadedDataset:
+        kwargs = (
+            {"target": self.target, "features": self.features}
+            if str(self.dataset).endswith(".csv")
+            else {}
+        )
+        return load_dataset(self.dataset, self.data_dir, kind="tabular", **kwargs)
+
+    def _targets(self, data: LoadedDataset) -> LoadedDataset:
+        """Turn text or numeric targets into class indices or floats, for every split."""
+        splits = [s for s in (data.train, data.test) if s is not None]
+        if self.task == "classification":
+            if data.class_names is None:
+                values = np.concatenate([s.y for s in splits])
+                try:
+                    keys = sorted({float(v) for v in values})
+                    as_key = float
+                except ValueError:
+                    keys, as_key = sorted({str(v) for v in values}), str
+                labels = {k: i for i, k in enumerate(keys)}
+                data.class_names = [
+                    str(int(k)) if isinstance(k, float) and k.is_integer() else str(k) for k in keys
+                ]
+                for s in splits:
+                    s.y = np.array([labels[as_key(v)] for v in s.y], dtype=np.int64)
+        else:
+            for s in splits:
+                try:
+                    s.y = s.y.astype(np.float32)
+                except ValueError as err:
+                    bad = next(i for i, v in enumerate(s.y) if not _is_number(v))
+                    raise DataValidationError(
+                        f"Regression targets must be numbers; {s.source(bad)} has {s.y[bad]!r}. "
+                        "Fix: set `task: classification` for class labels, or clean the target column."
+                    ) from err
+        return data
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        data = self._targets(self.load())
+        for name, split in (("train", data.train), ("test", data.test)):
+            if split is None:
+                continue
+            check_not_empty(split, name)
+            check_finite(split.x, "features", split)
+            if self.task == "regression":
+                check_finite(split.y, "targets", split)
+        train = data.train
+        stratify = train.y if self.task == "classification" else None
+        if data.test is None:
+            keep, held = split_indices(
+                len(train), self.test_fraction, self.seed, stratify, name="test"
+            )
+            train, test = train.take(keep), train.take(held)
+        else:
+            test = data.test
+        stratify = train.y if self.task == "classification" else None
+        keep, held = split_indices(len(train), self.val_fraction, self.seed, stratify, name="val")
+        train, val = train.take(keep), train.take(held)
+        self.splits = {"train": train, "val": val, "test": test}
+        for name, split in self.splits.items():
+            check_not_empty(
+                split, name, "Fix: lower `val_fraction`/`test_fraction` or give more rows."
+            )
+        if self.task == "classification":
+            self.class_names = data.class_names or [str(i) for i in range(int(train.y.max()) + 1)]
+            self.num_classes = len(self.class_names)
+            for name, split in self.splits.items():
+                check_labels(split, self.num_classes, name)
+        else:
+            self.target_mean, self.target_std = float(train.y.mean()), float(train.y.std() + 1e-8)
+        self.feature_names = data.feature_names or [f"x{i}" for i in range(train.x.shape[1])]
+        mean = train.x.mean(axis=0) if self.standardize else 0.0
+        std = train.x.std(axis=0) + 1e-8 if self.standardize else 1.0
+        self._datasets = {
+            name: TabularDataset((s.x - mean) / std, s.y, self.target_key)
+            for name, s in self.splits.items()
+        }
+
+    @property
+    def num_features(self) -> int:
+        return self.splits["train"].x.shape[1]
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        dataset = self._datasets[name]
+        batch_size = len(dataset) if self.batch_size == "full" else self.batch_size
+        return make_loader(dataset, batch_size, shuffle, self.num_workers, self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False

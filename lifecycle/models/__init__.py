@@ -1,0 +1,6 @@
+"""Backbones and heads. Every stage module holds a ``backbone`` and a ``head``."""
+
+from lifecycle.models.heads import LinearHead, feature_size
+from lifecycle.models.vision import MLP, SmallCNN, SmallResNet
+
+__all__ = ["MLP", "SmallCNN", "SmallResNet", "LinearHead", "feature_size"]

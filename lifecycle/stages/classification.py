@@ -1,0 +1,224 @@
+"""``ClassificationModule``: binary and multiclass classification with cross-entropy."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    AUROC,
+    ROC,
+    Accuracy,
+    ConfusionMatrix,
+    F1Score,
+    Precision,
+    Recall,
+)
+
+from lifecycle.models.heads import LinearHead, feature_size
+from lifecycle.stages.supervised import SupervisedModule
+from lifecycle.training.optim import OptimizerFactory, SchedulerFactory
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    """Accuracy, precision, recall, F1 and AUROC: of the positive class for 2 classes, macro-averaged above."""
+    if num_classes == 2:
+        kw = {"task": "binary"}
+    else:
+        kw = {"task": "multiclass", "num_classes": num_classes, "average": "macro"}
+    return MetricCollection(
+        {
+            "accuracy": Accuracy(**{**kw, "average": "micro"} if num_classes > 2 else kw),
+            "precision": Precision(**kw),
+            "recall": Recall(**kw),
+            "f1": F1Score(**kw),
+            "auroc": AUROC(**kw),
+        }
+    )
+
+
+class ClassificationModule(SupervisedModule):
+    """Classification with any backbone: cross-entropy on ``head(backbone(batch[input_key]))``.
+
+    Logs ``train/loss``, ``train/accuracy`` and, for validation and test, ``{stage}/loss``,
+    ``accuracy``, ``precision``, ``recall``, ``f1`` and ``auroc`` (macro-averaged for more than two
+    classes; of class 1 for two). After testing, the confusion matrix and ROC curves are
+    available to :class:`~lifecycle.evaluation.report.EvaluationReport` through
+    :meth:`report_figures`.
+
+    Args:
+        backbone: any ``nn.Module`` mapping inputs to features, with an ``out_features`` attribute
+            (see :mod:`lifecycle.models`), or the user's own by ``class_path``.
+        num_classes: number of classes (2 for binary).
+        head: maps features to ``num_classes`` logits; default a :class:`LinearHead`.
+        head_dropout: dropout before the default head's linear layer.
+        optimizer: a callable building the optimizer from parameters; in YAML any ``torch.optim``
+            class by ``class_path`` (SGD with momentum/Nesterov, Adagrad, RMSprop, Adam, AdamW,
+            ...). Weight decay (L2) is the optimizer's ``weight_decay``.
+        scheduler: a callable building a learning-rate scheduler from the optimizer, or ``None``:
+            ``StepLR``, ``OneCycleLR``, ``ReduceLROnPlateau``, :class:`~lifecycle.training.optim.WarmupCosineLR`, ...
+            ``total_steps`` is filled in from the Trainer when left unset.
+        scheduler_interval: ``"step"`` or ``"epoch"``; default per step for one-cycle and
+            warm-up cosine, per epoch otherwise.
+        monitor: metric that ``ReduceLROnPlateau`` watches.
+        l1_penalty: weight of an explicit L1 penalty on weights (0 disables it).
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        class_weights: per-class loss weights (e.g. for imbalanced data), or ``None``.
+        input_key: the batch field fed to the backbone (``image`` for images, ``features`` for tables).
+        compile: ``torch.compile`` the backbone.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        head: nn.Module | None = None,
+        head_dropout: float = 0.0,
+        optimizer: OptimizerFactory = torch.optim.AdamW,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: Literal["epoch", "step"] | None = None,
+        monitor: str = "val/loss",
+        l1_penalty: float = 0.0,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | None = None,
+        input_key: str = "image",
+        compile: bool = False,
+    ):
+        if num_classes < 2:
+            raise ValueError(f"`num_classes` must be >= 2, got {num_classes}.")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}.")
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(
+                f"`class_weights` has {len(class_weights)} entries for {num_classes} classes."
+            )
+        head = (
+            head
+            if head is not None
+            else LinearHead(feature_size(backbone), num_classes, head_dropout)
+        )
+        super().__init__(
+            backbone,
+            head,
+            optimizer,
+            scheduler,
+            scheduler_interval,
+            monitor,
+            l1_penalty,
+            input_key,
+            compile,
+        )
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        weights = (
+            torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        )
+        self.register_buffer("class_weights", weights, persistent=False)
+        task = (
+            {"task": "binary"}
+            if num_classes == 2
+            else {"task": "multiclass", "num_classes": num_classes}
+        )
+        self.train_accuracy = Accuracy(**task)
+        self.val_metrics = classification_metrics(num_classes).clone(prefix="val/")
+        self.test_metrics = classification_metrics(num_classes).clone(prefix="test/")
+        self.test_confusion = ConfusionMatrix(**task)
+        self.test_roc = ROC(**task)
+        self.test_per_class = MetricCollection(
+            {
+                name: cls(task="multiclass", num_classes=num_classes, average=None)
+                for name, cls in (
+                    ("precision", Precision),
+                    ("recall", Recall),
+                    ("f1", F1Score),
+                    ("auroc", AUROC),
+                )
+            }
+        )
+
+    # ----------------------------------------------------------------- steps
+    def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self(self.inputs(batch))
+        target = batch[self.target_key]
+        loss = F.cross_entropy(
+            logits, target, weight=self.class_weights, label_smoothing=self.label_smoothing
+        )
+        return loss, logits, target
+
+    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
+        probs = logits.float().softmax(dim=-1)
+        return probs[:, 1] if self.num_classes == 2 else probs
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, logits, target = self._shared_step(batch)
+        self.train_accuracy(self._scores(logits.detach()), target)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/accuracy", self.train_accuracy, on_step=False, on_epoch=True)
+        return self.regularized(loss)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, logits, target = self._shared_step(batch)
+        self.val_metrics.update(self._scores(logits), target)
+        self.log("val/loss", loss, prog_bar=True)
+        self.log_dict(self.val_metrics)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        loss, logits, target = self._shared_step(batch)
+        scores = self._scores(logits)
+        self.test_metrics.update(scores, target)
+        self.test_confusion.update(scores, target)
+        self.test_roc.update(scores, target)
+        self.test_per_class.update(logits.float().softmax(-1), target)
+        self.log("test/loss", loss)
+        self.log_dict(self.test_metrics)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        probs = self(self.inputs(batch)).float().softmax(dim=-1)
+        out = {"prediction": probs.argmax(dim=-1), "probabilities": probs}
+        if self.target_key in batch:
+            out["label"] = batch[self.target_key]
+        return out
+
+    def on_test_epoch_start(self) -> None:
+        for metric in (self.test_confusion, self.test_roc, self.test_per_class):
+            metric.reset()
+
+    # ----------------------------------------------------------------- report
+    def class_names(self) -> list[str]:
+        names = self.datamodule_attr("class_names")
+        return (
+            list(names)
+            if names and len(names) == self.num_classes
+            else [str(i) for i in range(self.num_classes)]
+        )
+
+    def report_details(self) -> dict:
+        """Per-class precision, recall and F1 and the confusion matrix of the last test run."""
+        per_class = {k: v.tolist() for k, v in self.test_per_class.compute().items()}
+        names = self.class_names()
+        return {
+            "per_class": {
+                name: {k: per_class[k][i] for k in per_class} for i, name in enumerate(names)
+            },
+            "confusion_matrix": self.test_confusion.compute().tolist(),
+            "class_names": names,
+        }
+
+    def report_figures(self) -> dict:
+        """The confusion matrix and ROC curve(s) of the last test run as matplotlib figures."""
+        from lifecycle.evaluation.plots import plot_confusion_matrix, plot_roc
+
+        names = self.class_names()
+        fpr, tpr, _ = self.test_roc.compute()
+        auroc = self.test_per_class["auroc"].compute()
+        if self.num_classes == 2:  # one curve, of the positive class
+            fpr, tpr, names, auroc = [fpr], [tpr], [names[1]], auroc[1:]
+        return {
+            "confusion_matrix": plot_confusion_matrix(
+                self.test_confusion.compute(), names if self.num_classes > 2 else self.class_names()
+            ),
+            "roc_curve": plot_roc(fpr, tpr, names, auroc.tolist()),
+        }

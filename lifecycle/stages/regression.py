@@ -1,0 +1,147 @@
+"""``RegressionModule``: regression with mean squared error."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics.aggregation import CatMetric
+
+from lifecycle.models.heads import LinearHead, feature_size
+from lifecycle.stages.supervised import SupervisedModule
+from lifecycle.training.optim import OptimizerFactory, SchedulerFactory
+
+
+def regression_metrics() -> MetricCollection:
+    return MetricCollection(
+        {
+            "mse": MeanSquaredError(),
+            "rmse": MeanSquaredError(squared=False),
+            "mae": MeanAbsoluteError(),
+            "r2": R2Score(),
+        }
+    )
+
+
+class RegressionModule(SupervisedModule):
+    """Regression of one target with any backbone: MSE on ``head(backbone(batch[input_key]))``.
+
+    The loss is computed on standardized targets (``(y - mean) / std`` with the training split's
+    statistics, read from the DataModule's ``target_mean``/``target_std`` at fit time and kept in
+    the checkpoint), so the optimizer sees well-scaled values; predictions and the logged MSE,
+    RMSE, MAE and R² are in the target's own units.
+
+    Args:
+        backbone: any ``nn.Module`` with ``out_features`` (e.g. :class:`~lifecycle.models.MLP`).
+        head: maps features to one value; default a :class:`LinearHead`.
+        head_dropout: dropout before the default head's linear layer.
+        optimizer: see :class:`~lifecycle.stages.ClassificationModule`.
+        scheduler: see :class:`~lifecycle.stages.ClassificationModule`.
+        scheduler_interval: see :class:`~lifecycle.stages.ClassificationModule`.
+        monitor: metric that ``ReduceLROnPlateau`` watches.
+        l1_penalty: weight of an explicit L1 penalty on weights.
+        standardize_target: learn on standardized targets (see above).
+        input_key: the batch field fed to the backbone.
+        compile: ``torch.compile`` the backbone.
+    """
+
+    target_key = "target"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module | None = None,
+        head_dropout: float = 0.0,
+        optimizer: OptimizerFactory = torch.optim.AdamW,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: Literal["epoch", "step"] | None = None,
+        monitor: str = "val/loss",
+        l1_penalty: float = 0.0,
+        standardize_target: bool = True,
+        input_key: str = "features",
+        compile: bool = False,
+    ):
+        head = head if head is not None else LinearHead(feature_size(backbone), 1, head_dropout)
+        super().__init__(
+            backbone,
+            head,
+            optimizer,
+            scheduler,
+            scheduler_interval,
+            monitor,
+            l1_penalty,
+            input_key,
+            compile,
+        )
+        self.standardize_target = standardize_target
+        self.register_buffer("target_mean", torch.zeros(()))
+        self.register_buffer("target_std", torch.ones(()))
+        self.val_metrics = regression_metrics().clone(prefix="val/")
+        self.test_metrics = regression_metrics().clone(prefix="test/")
+        self.test_predictions = CatMetric()
+        self.test_targets = CatMetric()
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.standardize_target:
+            mean, std = self.datamodule_attr("target_mean"), self.datamodule_attr("target_std")
+            if mean is not None and std is not None:
+                self.target_mean.fill_(float(mean))
+                self.target_std.fill_(float(std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions in the target's own units, shape (B,)."""
+        return self.head(self.backbone(x)).squeeze(-1) * self.target_std + self.target_mean
+
+    def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pred = self(self.inputs(batch))
+        target = batch[self.target_key].to(pred.dtype)
+        loss = F.mse_loss(
+            (pred - self.target_mean) / self.target_std,
+            (target - self.target_mean) / self.target_std,
+        )
+        return loss, pred, target
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self._shared_step(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        return self.regularized(loss)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, pred, target = self._shared_step(batch)
+        self.val_metrics.update(pred, target)
+        self.log("val/loss", loss, prog_bar=True)
+        self.log_dict(self.val_metrics)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        loss, pred, target = self._shared_step(batch)
+        self.test_metrics.update(pred, target)
+        self.test_predictions.update(pred)
+        self.test_targets.update(target)
+        self.log("test/loss", loss)
+        self.log_dict(self.test_metrics)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        out = {"prediction": self(self.inputs(batch))}
+        if self.target_key in batch:
+            out["target"] = batch[self.target_key]
+        return out
+
+    def on_test_epoch_start(self) -> None:
+        self.test_predictions.reset()
+        self.test_targets.reset()
+
+    def report_details(self) -> dict:
+        return {"num_samples": int(self.test_targets.compute().numel())}
+
+    def report_figures(self) -> dict:
+        """Predicted against true values of the last test run."""
+        from lifecycle.evaluation.plots import plot_predicted_vs_true
+
+        return {
+            "predicted_vs_true": plot_predicted_vs_true(
+                self.test_predictions.compute(), self.test_targets.compute()
+            )
+        }

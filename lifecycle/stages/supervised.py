@@ -1,0 +1,93 @@
+"""``SupervisedModule``: what classification and regression share — backbone + head, optimizer
+and schedule from config, an explicit L1 penalty, optional ``torch.compile``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import nn
+
+from lifecycle.training.optim import OptimizerFactory, SchedulerFactory, build_optimizers
+
+
+class SupervisedModule(L.LightningModule):
+    """Base of the supervised stages: ``forward(x) = head(backbone(x))``.
+
+    Subclasses build the head, the loss and the metrics. See :class:`ClassificationModule`
+    for the arguments.
+    """
+
+    target_key = "label"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None,
+        scheduler_interval: Literal["epoch", "step"] | None,
+        monitor: str,
+        l1_penalty: float,
+        input_key: str,
+        compile: bool,
+    ):
+        super().__init__()
+        if l1_penalty < 0:
+            raise ValueError(f"`l1_penalty` must be >= 0, got {l1_penalty}.")
+        # Modules given from Python are saved in the state_dict, not as hyperparameters; from a
+        # LightningCLI config they are saved as their class_path/init_args, so checkpoints reload.
+        self.save_hyperparameters(
+            ignore=[
+                k for k, v in (("backbone", backbone), ("head", head)) if isinstance(v, nn.Module)
+            ]
+        )
+        self.backbone = torch.compile(backbone) if compile else backbone
+        self.head = head
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.monitor = monitor
+        self.l1_penalty = l1_penalty
+        self.input_key = input_key
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def inputs(self, batch: dict) -> torch.Tensor:
+        """The model input of a dict batch (``batch[input_key]``), with a clear error when absent."""
+        if self.input_key not in batch:
+            raise KeyError(
+                f"Batch has no '{self.input_key}' field (it has {sorted(batch)}). "
+                f"Fix: set the module's `input_key` to one of them."
+            )
+        return batch[self.input_key]
+
+    def l1_term(self) -> torch.Tensor:
+        """``l1_penalty * sum(|w|)`` over weight matrices and kernels (biases and norms excluded)."""
+        weights = [p.abs().sum() for p in self.parameters() if p.requires_grad and p.ndim > 1]
+        return self.l1_penalty * torch.stack(weights).sum()
+
+    def regularized(self, loss: torch.Tensor) -> torch.Tensor:
+        if self.l1_penalty > 0:
+            l1 = self.l1_term()
+            self.log("train/l1", l1, on_step=False, on_epoch=True)
+            return loss + l1
+        return loss
+
+    def configure_optimizers(self):
+        return build_optimizers(
+            self,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            total_steps=self.trainer.estimated_stepping_batches,
+            interval=self.scheduler_interval,
+            monitor=self.monitor,
+        )
+
+    def datamodule_attr(self, name: str):
+        """An attribute of the Trainer's DataModule (e.g. ``class_names``), or ``None``."""
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        return getattr(datamodule, name, None)

@@ -1,0 +1,1 @@
+"""Training machinery shared by every stage: optimizers and schedules, callbacks."""

@@ -1,0 +1,136 @@
+"""Optimizers and learning-rate schedules chosen in YAML by ``class_path``.
+
+Stage modules take ``optimizer`` and ``scheduler`` as callables (LightningCLI's dependency
+injection): any ``torch.optim`` optimizer and any ``torch.optim.lr_scheduler`` scheduler, or the
+user's own, with no name registry. :func:`build_optimizers` fills in what a scheduler needs from
+the Trainer (the total number of steps, the metric to monitor, step- or epoch-wise stepping).
+:class:`WarmupCosineLR` is the one schedule torch lacks as a single class: cosine annealing
+after a linear warm-up.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Literal
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
+
+OptimizerFactory = Callable[[Iterable], Optimizer]
+SchedulerFactory = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
+
+STEP_WISE = (OneCycleLR,)
+
+
+class WarmupCosineLR(LambdaLR):
+    """Linear warm-up from ``warmup_start_factor * lr`` to ``lr``, then cosine annealing to ``min_lr_factor * lr``.
+
+    Stepped every optimizer step. ``total_steps`` defaults to the Trainer's estimated number of
+    optimizer steps when the scheduler is built by a ``lifecycle`` stage.
+
+    Args:
+        optimizer: the optimizer whose learning rates are scheduled.
+        total_steps: optimizer steps in the whole run.
+        warmup_steps: steps of linear warm-up; a float in (0, 1) is a share of ``total_steps``.
+        warmup_start_factor: learning-rate factor at step 0.
+        min_lr_factor: learning-rate factor reached at the last step.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int | None = None,
+        warmup_steps: int | float = 0.05,
+        warmup_start_factor: float = 0.01,
+        min_lr_factor: float = 0.0,
+        last_epoch: int = -1,
+    ):
+        if total_steps is None or total_steps < 1:
+            raise ValueError(f"WarmupCosineLR needs `total_steps` >= 1, got {total_steps}.")
+        warmup = (
+            int(round(warmup_steps * total_steps))
+            if isinstance(warmup_steps, float)
+            else int(warmup_steps)
+        )
+        if not 0 <= warmup < total_steps:
+            raise ValueError(
+                f"`warmup_steps` ({warmup_steps}) must be below `total_steps` ({total_steps})."
+            )
+        self.total_steps, self.warmup_steps = total_steps, warmup
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return warmup_start_factor + (1 - warmup_start_factor) * step / max(1, warmup)
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            return min_lr_factor + (1 - min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        super().__init__(optimizer, factor, last_epoch=last_epoch)
+
+
+def _target_class(factory: Callable) -> Callable:
+    """The class a factory builds: jsonargparse gives a ``partial`` of an instantiator and the class."""
+    if isinstance(factory, partial):
+        classes = [a for a in factory.args if inspect.isclass(a)]
+        return classes[0] if classes else factory.func
+    return factory
+
+
+def _given(factory: Callable, name: str):
+    return factory.keywords.get(name) if isinstance(factory, partial) else None
+
+
+def build_optimizers(
+    module: torch.nn.Module,
+    optimizer: OptimizerFactory,
+    scheduler: SchedulerFactory | None,
+    total_steps: int | None,
+    interval: Literal["epoch", "step"] | None = None,
+    monitor: str = "val/loss",
+) -> Optimizer | dict:
+    """Build what ``configure_optimizers`` returns from an optimizer and a scheduler factory.
+
+    Only parameters with ``requires_grad`` are given to the optimizer, so freezing callbacks can
+    add the rest later as new parameter groups.
+
+    Args:
+        module: the model whose trainable parameters are optimized.
+        optimizer: a callable taking the parameters, e.g. ``torch.optim.AdamW`` or a
+            ``partial(torch.optim.SGD, lr=0.1, momentum=0.9)``.
+        scheduler: a callable taking the optimizer, or ``None``.
+        total_steps: optimizer steps in the run, injected into schedulers that take
+            ``total_steps`` (``OneCycleLR``, ``WarmupCosineLR``) when the config leaves it unset.
+        interval: ``"step"`` or ``"epoch"``; default: per step for ``OneCycleLR`` and
+            ``WarmupCosineLR``, per epoch for the rest.
+        monitor: the logged metric ``ReduceLROnPlateau`` watches.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("No trainable parameters: every parameter has requires_grad=False.")
+    opt = optimizer(params)
+    if scheduler is None:
+        return opt
+    cls = _target_class(scheduler)
+    takes_total = "total_steps" in inspect.signature(cls).parameters
+    kwargs = {}
+    if (
+        takes_total
+        and _given(scheduler, "total_steps") is None
+        and _given(scheduler, "epochs") is None
+    ):
+        if total_steps is None or total_steps == float("inf"):
+            raise ValueError(
+                f"{cls.__name__} needs `total_steps`, and the number of steps is unknown (no max_epochs/max_steps). "
+                "Fix: set `trainer.max_epochs` or `trainer.max_steps`, or the scheduler's `total_steps`."
+            )
+        kwargs["total_steps"] = int(total_steps)
+    sched = scheduler(opt, **kwargs)
+    if interval is None:
+        interval = "step" if isinstance(sched, STEP_WISE + (WarmupCosineLR,)) else "epoch"
+    config = {"scheduler": sched, "interval": interval}
+    if isinstance(sched, ReduceLROnPlateau):
+        config["monitor"] = monitor
+    return {"optimizer": opt, "lr_scheduler": config}

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import torch
+
+from lifecycle.data import DataValidationError, TabularDataModule
+
+
+def test_diabetes_regression_splits_and_standardizes():
+    dm = TabularDataModule("diabetes", val_fraction=0.15, test_fraction=0.2, batch_size=16)
+    dm.setup("fit")
+    sizes = [len(dm.splits[k]) for k in ("train", "val", "test")]
+    assert sum(sizes) == 442 and sizes[2] == round(442 * 0.2)
+    feats = dm._datasets["train"].features
+    assert torch.allclose(feats.mean(0), torch.zeros(10), atol=1e-5)
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"features", "target"} and batch["target"].dtype == torch.float32
+    assert 140 < dm.target_mean < 165 and dm.num_features == 10
+
+
+def test_csv_classification_maps_text_labels_and_stratifies(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["f1,f2,kind"] + [
+        f"{rng.normal()},{rng.normal()},{'spam' if i % 3 else 'ham'}" for i in range(90)
+    ]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    dm = TabularDataModule(
+        str(tmp_path / "t.csv"), task="classification", val_fraction=0.2, test_fraction=0.2
+    )
+    dm.setup("fit")
+    assert dm.class_names == ["ham", "spam"] and dm.num_classes == 2
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["label"].dtype == torch.long
+    assert abs(dm.splits["val"].y.mean() - 2 / 3) < 0.07
+
+
+def test_nan_features_name_count_and_first_row(tmp_path):
+    (tmp_path / "t.csv").write_text(
+        "a,b,y\n" + "".join(f"{i},{'' if i in (4, 8) else 1},{i}\n" for i in range(20))
+    )
+    dm = TabularDataModule(str(tmp_path / "t.csv"))
+    with pytest.raises(
+        DataValidationError,
+        match=r"2 of 20 rows have NaN or Inf features; the first is t.csv:line 6",
+    ):
+        dm.setup("fit")
+
+
+def test_text_target_in_regression_says_to_use_classification(tmp_path):
+    (tmp_path / "t.csv").write_text("a,y\n1,2.5\n2,high\n3,1.0\n")
+    with pytest.raises(DataValidationError, match="task: classification"):
+        TabularDataModule(str(tmp_path / "t.csv")).setup("fit")
+
+
+def test_arrays_from_npz(tmp_path):
+    np.savez(
+        tmp_path / "a.npz",
+        x=np.random.rand(50, 3),
+        y=np.random.rand(50),
+        x_test=np.random.rand(10, 3),
+        y_test=np.random.rand(10),
+    )
+    dm = TabularDataModule(str(tmp_path / "a.npz"), val_fraction=0.2)
+    dm.setup("fit")
+    assert len(dm.splits["test"]) == 10 and len(dm.splits["train"]) == 40

@@ -1,0 +1,106 @@
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from lifecycle.data import ImageClassificationDataModule, TabularDataModule
+from lifecycle.models import MLP, SmallCNN
+from lifecycle.stages import ClassificationModule
+from tests.conftest import quiet_trainer
+
+
+def test_multiclass_digits_learns_and_logs_every_metric(tmp_path):
+    torch.manual_seed(0)
+    dm = ImageClassificationDataModule("digits", batch_size=64)
+    model = ClassificationModule(
+        MLP(in_features=64, hidden=[64]),
+        num_classes=10,
+        optimizer=partial(torch.optim.Adam, lr=0.01),
+    )
+    trainer = quiet_trainer(tmp_path, max_epochs=5)
+    trainer.fit(model, dm)
+    assert {"train/loss", "train/accuracy", "val/f1", "val/auroc"} <= set(trainer.callback_metrics)
+    metrics = trainer.test(model, dm, verbose=False)[0]
+    assert set(metrics) == {
+        f"test/{k}" for k in ("loss", "accuracy", "precision", "recall", "f1", "auroc")
+    }
+    assert metrics["test/accuracy"] > 0.9 and metrics["test/auroc"] > 0.98
+    details = model.report_details()
+    assert np.array(details["confusion_matrix"]).sum() == len(dm.splits["test"])
+    assert set(details["per_class"]["3"]) == {"precision", "recall", "f1", "auroc"}
+    figures = model.report_figures()
+    assert set(figures) == {"confusion_matrix", "roc_curve"}
+    assert len(figures["roc_curve"].axes[0].lines) == 10 + 1  # one curve per class + the diagonal
+
+
+def test_binary_classification_on_a_table(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    dm = TabularDataModule(str(tmp_path / "b.npz"), task="classification", batch_size=32)
+    model = ClassificationModule(
+        MLP(in_features=3, hidden=[16]),
+        num_classes=2,
+        input_key="features",
+        optimizer=partial(torch.optim.Adam, lr=0.02),
+    )
+    trainer = quiet_trainer(tmp_path, max_epochs=10)
+    trainer.fit(model, dm)
+    metrics = trainer.test(model, dm, verbose=False)[0]
+    assert metrics["test/accuracy"] > 0.9 and metrics["test/f1"] > 0.9
+    assert len(model.report_figures()["roc_curve"].axes[0].lines) == 2  # positive class + diagonal
+
+
+def test_l1_penalty_shrinks_weights(tmp_path):
+    norms = {}
+    for l1 in (0.0, 1e-3):
+        torch.manual_seed(0)
+        model = ClassificationModule(
+            MLP(in_features=64, hidden=[32]),
+            num_classes=10,
+            l1_penalty=l1,
+            optimizer=partial(torch.optim.Adam, lr=0.01),
+        )
+        quiet_trainer(tmp_path, max_epochs=3).fit(
+            model, ImageClassificationDataModule("digits", batch_size=64)
+        )
+        norms[l1] = sum(p.abs().sum().item() for p in model.parameters() if p.ndim > 1)
+    assert norms[1e-3] < 0.85 * norms[0.0]
+
+
+def test_full_batch_gradient_descent_takes_one_step_per_epoch(tmp_path):
+    dm = ImageClassificationDataModule("digits", batch_size="full")
+    model = ClassificationModule(
+        MLP(in_features=64, hidden=[32]), num_classes=10, optimizer=partial(torch.optim.SGD, lr=0.5)
+    )
+    trainer = quiet_trainer(tmp_path, max_epochs=4)
+    trainer.fit(model, dm)
+    assert trainer.global_step == 4
+
+
+def test_bad_arguments_are_rejected_with_the_field_name():
+    backbone = SmallCNN(channels=[4])
+    with pytest.raises(ValueError, match="num_classes"):
+        ClassificationModule(backbone, num_classes=1)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        ClassificationModule(backbone, num_classes=3, label_smoothing=1.0)
+    with pytest.raises(ValueError, match="class_weights"):
+        ClassificationModule(backbone, num_classes=3, class_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="l1_penalty"):
+        ClassificationModule(backbone, num_classes=3, l1_penalty=-1)
+
+
+def test_missing_input_key_names_the_batch_fields():
+    model = ClassificationModule(MLP(in_features=4, hidden=[4]), num_classes=2, input_key="image")
+    with pytest.raises(KeyError, match=r"has \['features', 'label'\]"):
+        model.training_step(
+            {"features": torch.zeros(2, 4), "label": torch.zeros(2, dtype=torch.long)}, 0
+        )
+
+
+def test_backbone_and_head_are_exposed_for_later_stages():
+    model = ClassificationModule(SmallCNN(channels=[4], hidden=8), num_classes=5, head_dropout=0.2)
+    assert isinstance(model.backbone, SmallCNN) and model.head.linear.in_features == 8
+    assert model(torch.randn(2, 1, 12, 12)).shape == (2, 5)

@@ -1,0 +1,208 @@
+"""End-to-end runs of the `lifecycle` command, asserting on the run folder it writes."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import LIFECYCLE, REPO
+
+
+def run_cli(*args, cwd=REPO, env_extra=None, check=True):
+    import os
+
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", **(env_extra or {})}
+    proc = subprocess.run(
+        [LIFECYCLE, *map(str, args)], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"lifecycle {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+@pytest.mark.slow
+def test_fit_digits_recipe_end_to_end(tmp_path):
+    run_cli(
+        "fit",
+        "--config",
+        REPO / "recipes/digits/classify.yaml",
+        "--trainer.default_root_dir",
+        tmp_path,
+        *QUIET,
+    )
+    run = tmp_path / "digits-classify" / "version_0"
+    report = json.loads((run / "metrics.json").read_text())
+    assert report["metrics"]["accuracy"] >= 0.9
+    assert "best-" in report["checkpoint"]
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "confusion_matrix.png",
+        "roc_curve.png",
+        "checkpoints/last.ckpt",
+    ):
+        assert (run / name).is_file(), name
+    assert (run / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert "class_path: lifecycle.models.SmallCNN" in (run / "config.yaml").read_text()
+
+    # test and predict from the checkpoint, in a new run folder, repeating nothing but the data config
+    ckpt = run / "checkpoints" / "last.ckpt"
+    run_cli(
+        "test",
+        "--config",
+        REPO / "recipes/digits/classify.yaml",
+        "--ckpt_path",
+        ckpt,
+        "--trainer.default_root_dir",
+        tmp_path,
+        *QUIET,
+    )
+    retest = json.loads((tmp_path / "digits-classify" / "version_1" / "metrics.json").read_text())
+    assert retest["metrics"]["accuracy"] >= 0.9
+    run_cli(
+        "predict",
+        "--config",
+        REPO / "recipes/digits/classify.yaml",
+        "--ckpt_path",
+        ckpt,
+        "--trainer.default_root_dir",
+        tmp_path,
+        *QUIET,
+    )
+    rows = (tmp_path / "digits-classify" / "version_2" / "predictions.csv").read_text().splitlines()
+    assert rows[0].startswith("index,prediction,label,prob_0") and len(rows) == 1 + round(
+        1797 * 0.2
+    )
+    correct = sum(r.split(",")[1] == r.split(",")[2] for r in rows[1:])
+    assert correct / (len(rows) - 1) >= 0.9
+
+
+@pytest.mark.slow
+def test_resume_from_last_checkpoint_continues_training(tmp_path):
+    # no one-cycle schedule here: its length is fixed at the start, so a longer resumed run cannot use it
+    args = [
+        "--config",
+        REPO / "recipes/digits/classify.yaml",
+        "--model.init_args.scheduler",
+        "null",
+        "--trainer.default_root_dir",
+        tmp_path,
+        "--test_after_fit",
+        "false",
+        *QUIET,
+    ]
+    run_cli("fit", *args, "--trainer.max_epochs", "2")
+    last = tmp_path / "digits-classify" / "version_0" / "checkpoints" / "last.ckpt"
+    proc = run_cli("fit", *args, "--trainer.max_epochs", "3", "--ckpt_path", last)
+    assert "Restoring states from the checkpoint" in proc.stderr + proc.stdout
+    lines = (tmp_path / "digits-classify" / "version_1" / "metrics.csv").read_text().splitlines()
+    epochs = {line.split(",")[0] for line in lines[1:]}
+    assert epochs == {"2"}  # only the third epoch was trained
+
+
+@pytest.mark.slow
+def test_users_own_backbone_plugs_in_by_class_path(tmp_path):
+    (tmp_path / "my_project").mkdir()
+    (tmp_path / "my_project" / "__init__.py").write_text("")
+    (tmp_path / "my_project" / "nets.py").write_text(
+        textwrap.dedent('''
+        import torch
+        from torch import nn
+
+        class TinyNet(nn.Module):
+            """A user's own backbone: anything with `out_features`."""
+
+            def __init__(self, width: int = 32):
+                super().__init__()
+                self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.Tanh())
+                self.out_features = width
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.net(x)
+    ''')
+    )
+    proc = run_cli(
+        "fit",
+        "--config",
+        REPO / "recipes/digits/classify.yaml",
+        "--model.init_args.backbone",
+        "my_project.nets.TinyNet",
+        "--model.init_args.backbone.init_args.width",
+        "48",
+        "--trainer.max_epochs",
+        "8",
+        "--trainer.default_root_dir",
+        tmp_path,
+        "--run_name",
+        "mine",
+        *QUIET,
+        cwd=tmp_path,
+        env_extra={"PYTHONPATH": str(tmp_path)},
+    )
+    run = tmp_path / "mine" / "version_0"
+    assert "my_project.nets.TinyNet" in (run / "config.yaml").read_text()
+    assert json.loads((run / "metrics.json").read_text())["metrics"]["accuracy"] > 0.85, (
+        proc.stderr[-2000:]
+    )
+
+
+def test_config_typo_gets_lightning_clis_own_message(tmp_path):
+    proc = run_cli(
+        "fit",
+        "--config",
+        REPO / "recipes/digits/classify.yaml",
+        "--model.init_args.num_clases",
+        "3",
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert "num_clases" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_class_path_is_reported(tmp_path):
+    proc = run_cli(
+        "fit",
+        "--config",
+        REPO / "recipes/digits/classify.yaml",
+        "--model.init_args.backbone",
+        "lifecycle.models.NoSuchNet",
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0 and "NoSuchNet" in proc.stderr
+
+
+def test_missing_dataset_error_reaches_the_user(tmp_path):
+    proc = run_cli(
+        "fit",
+        "--config",
+        REPO / "recipes/digits/classify.yaml",
+        "--data.init_args.dataset",
+        tmp_path / "missing_folder",
+        "--trainer.default_root_dir",
+        tmp_path,
+        *QUIET,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert (
+        "DatasetNotFoundError" in proc.stderr
+        and "missing_folder" in proc.stderr
+        and "Fix:" in proc.stderr
+    )
+
+
+def test_python_module_entry_point_prints_help():
+    proc = subprocess.run(
+        [sys.executable, "-m", "lifecycle", "--help"], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0 and "fit" in proc.stdout and "predict" in proc.stdout
