@@ -1,0 +1,74 @@
+import csv
+import json
+from functools import partial
+
+import numpy as np
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from lifecycle.data import ImageClassificationDataModule, TabularDataModule
+from lifecycle.evaluation import EvaluationReport, PredictionWriter
+from lifecycle.evaluation.plots import plot_curves, read_metrics_csv
+from lifecycle.models import MLP
+from lifecycle.stages import ClassificationModule, RegressionModule
+from tests.conftest import quiet_trainer
+
+
+def test_classification_report_and_predictions(tmp_path):
+    torch.manual_seed(0)
+    dm = ImageClassificationDataModule("digits", batch_size=64)
+    model = ClassificationModule(
+        MLP(in_features=64, hidden=[32]),
+        num_classes=10,
+        optimizer=partial(torch.optim.Adam, lr=0.01),
+    )
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=3, logger=logger, callbacks=[EvaluationReport(), PredictionWriter()]
+    )
+    trainer.fit(model, dm)
+    trainer.test(model, dm, verbose=False)
+    run = tmp_path / "run" / "version_0"
+    report = json.loads((run / "metrics.json").read_text())
+    assert set(report["metrics"]) == {"loss", "accuracy", "precision", "recall", "f1", "auroc"}
+    assert report["class_names"] == [str(i) for i in range(10)]
+    matrix = np.array(report["confusion_matrix"])
+    assert matrix.sum() == len(dm.splits["test"])
+    assert abs(np.trace(matrix) / matrix.sum() - report["metrics"]["accuracy"]) < 1e-6
+    for png in ("confusion_matrix.png", "roc_curve.png"):
+        assert (run / png).read_bytes()[:4] == b"\x89PNG"
+
+    trainer.predict(model, dm)
+    rows = list(csv.DictReader(open(run / "predictions.csv")))
+    assert len(rows) == len(dm.splits["test"])
+    assert abs(sum(float(rows[0][f"prob_{i}"]) for i in range(10)) - 1) < 1e-4
+    agree = np.mean([r["prediction"] == r["label"] for r in rows])
+    assert abs(agree - report["metrics"]["accuracy"]) < 1e-6
+
+    series = read_metrics_csv(run / "metrics.csv")
+    assert len(series["val/loss"][1]) == 3 and "train/loss" in series
+    fig = plot_curves({"a": series}, "val/loss")
+    assert len(fig.axes[0].lines) == 1
+
+
+def test_regression_report_has_the_scatter(tmp_path):
+    dm = TabularDataModule("diabetes")
+    model = RegressionModule(MLP(in_features=10, hidden=[16]))
+    trainer = quiet_trainer(
+        tmp_path,
+        max_epochs=2,
+        logger=CSVLogger(tmp_path, name="reg"),
+        callbacks=[EvaluationReport()],
+    )
+    trainer.fit(model, dm)
+    trainer.test(model, dm, verbose=False)
+    run = tmp_path / "reg" / "version_0"
+    report = json.loads((run / "metrics.json").read_text())
+    assert {"mse", "rmse", "mae", "r2"} <= set(report["metrics"]) and report["num_samples"] == len(
+        dm.splits["test"]
+    )
+    assert (
+        abs(report["metrics"]["rmse"] ** 2 - report["metrics"]["mse"])
+        < 1e-2 * report["metrics"]["mse"]
+    )
+    assert (run / "predicted_vs_true.png").stat().st_size > 10_000

@@ -1,0 +1,83 @@
+"""The README's commands are real: the two set-up commands exist and call the main recipe and the
+tests, and every `lifecycle` command it shows on a shipped recipe runs."""
+
+import re
+import shlex
+import subprocess
+
+import pytest
+
+from tests.conftest import LIFECYCLE, REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def bash_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+
+
+def commands() -> list[str]:
+    lines = []
+    for block in bash_blocks():
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if line and not line.startswith("#"):
+                lines.append(line)
+    return lines
+
+
+def test_the_two_commands_come_first_and_exist_in_the_makefile():
+    first = [line.split("#")[0].strip() for line in bash_blocks()[0].splitlines()]
+    assert first == ["make demo", "make test"]
+    dry = subprocess.run(
+        ["make", "-n", "demo", "test"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert "lifecycle fit --config recipes/fashion_mnist/classify.yaml" in dry
+    assert "-m pytest" in dry
+    makefile = (REPO / "Makefile").read_text()
+    assert (
+        "-c constraints.txt" in makefile
+        and "apt-get install -y -qq dataset-fashion-mnist" in makefile
+    )
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+    assert "torch==2.13.0" in (REPO / "constraints.txt").read_text()
+
+
+def shipped_recipe_runs() -> list[str]:
+    return [
+        c for c in commands()
+        if c.startswith("lifecycle fit --config recipes/") and "--ckpt_path" not in c and "path/to" not in c and ".csv" not in c
+    ]  # fmt: skip
+
+
+def test_readme_shows_the_three_recipes():
+    shown = {shlex.split(c)[3] for c in shipped_recipe_runs()}
+    assert {
+        "recipes/fashion_mnist/classify.yaml",
+        "recipes/digits/classify.yaml",
+        "recipes/tabular/regression.yaml",
+    } <= shown
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", shipped_recipe_runs())
+def test_readme_lifecycle_command_runs(command, tmp_path):
+    args = shlex.split(command)[1:]
+    if "--print_config" in args:
+        proc = subprocess.run(
+            [LIFECYCLE, *args], cwd=REPO, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "class_path: lifecycle.stages.ClassificationModule" in proc.stdout
+        return
+    args += [
+        "--trainer.fast_dev_run",
+        "true",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    proc = subprocess.run([LIFECYCLE, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(tmp_path.rglob("metrics.json")), "the recipe's final test wrote no metrics.json"
