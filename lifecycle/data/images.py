@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from lifecycle.data.datasets import LoadedDataset, Split, load_dataset
-from lifecycle.data.loading import make_loader
+from lifecycle.data.loading import SplitDataModule
 from lifecycle.data.splits import split_indices, stratified_subset
 from lifecycle.data.validation import check_labels, check_not_empty
 
@@ -66,7 +65,7 @@ class ImageDataset(Dataset):
         return {"image": self._normalize(np.stack(out)), "label": self.labels[index]}
 
 
-class ImageClassificationDataModule(L.LightningDataModule):
+class ImageClassificationDataModule(SplitDataModule):
     """Image classification data: a built-in dataset or the user's own, split, normalized, batched.
 
     Batches are dicts ``{"image": float (B, C, H, W), "label": long (B,)}``.
@@ -139,7 +138,6 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.class_names: list[str] | None = None
         self.num_classes: int | None = None
         self.splits: dict[str, Split] = {}
-        self._datasets: dict[str, ImageDataset] = {}
 
     # ----------------------------------------------------------------- loading and splitting
     def load(self) -> LoadedDataset:
@@ -200,24 +198,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         x = self.splits["train"].x
         return (x.shape[3], x.shape[1], x.shape[2])
 
-    # ----------------------------------------------------------------- loaders
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        dataset = self._datasets[name]
+    def batch_size_for(self, name: str) -> int:
         if name == "train":
-            batch_size = len(dataset) if self.batch_size == "full" else self.batch_size
-        else:
-            default = 1024 if self.batch_size == "full" else self.batch_size
-            batch_size = self.eval_batch_size or default
-        return make_loader(dataset, batch_size, shuffle, self.num_workers, self.seed)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+            return super().batch_size_for(name)
+        return self.eval_batch_size or (1024 if self.batch_size == "full" else self.batch_size)

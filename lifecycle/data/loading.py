@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
@@ -25,3 +26,40 @@ def make_loader(
         multiprocessing_context="fork" if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(seed) if shuffle else None,
     )
+
+
+class SplitDataModule(L.LightningDataModule):
+    """Base of DataModules whose ``setup`` fills ``self._datasets`` with ``train``, ``val`` and ``test``.
+
+    Subclasses set ``batch_size`` (an int or ``"full"``), ``num_workers`` and ``seed``; predict
+    uses the test split.
+    """
+
+    batch_size: int | str
+    num_workers: int
+    seed: int
+
+    def __init__(self):
+        super().__init__()
+        self._datasets: dict[str, Dataset] = {}
+
+    def batch_size_for(self, name: str) -> int:
+        """Rows per batch of split ``name``; ``"full"`` means the whole split in one batch."""
+        return len(self._datasets[name]) if self.batch_size == "full" else int(self.batch_size)
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return make_loader(
+            self._datasets[name], self.batch_size_for(name), shuffle, self.num_workers, self.seed
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

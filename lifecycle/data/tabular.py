@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from lifecycle.data.datasets import DataValidationError, LoadedDataset, Split, load_dataset
-from lifecycle.data.loading import make_loader
+from lifecycle.data.loading import SplitDataModule
 from lifecycle.data.splits import split_indices
 from lifecycle.data.validation import check_finite, check_labels, check_not_empty
 
@@ -35,7 +34,7 @@ class TabularDataset(Dataset):
         return {"features": self.features[index], self.target_key: self.targets[index]}
 
 
-class TabularDataModule(L.LightningDataModule):
+class TabularDataModule(SplitDataModule):
     """Tables of numeric features with a regression target or class labels.
 
     Batches are ``{"features": float (B, F), "target": float (B,)}`` for regression and
@@ -178,23 +177,6 @@ class TabularDataModule(L.LightningDataModule):
     @property
     def num_features(self) -> int:
         return self.splits["train"].x.shape[1]
-
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        dataset = self._datasets[name]
-        batch_size = len(dataset) if self.batch_size == "full" else self.batch_size
-        return make_loader(dataset, batch_size, shuffle, self.num_workers, self.seed)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 def _is_number(v) -> bool:
