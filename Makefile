@@ -37,7 +37,7 @@ demo: setup
 	$(BIN)/lifecycle fit --config recipes/fashion_mnist/classify.yaml
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --nbmake --nbmake-timeout=600 tests notebooks $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check lifecycle tests benchmarks recipes

@@ -12,7 +12,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 # Figures are built with the object-oriented API (no pyplot): no global state, no GUI backend,
-# nothing to close; Jupyter still shows a returned Figure.
+# nothing to close. In Jupyter, `%matplotlib inline` makes a returned Figure display as an image.
 
 
 def _np(x) -> np.ndarray:

@@ -104,3 +104,17 @@ def test_backbone_and_head_are_exposed_for_later_stages():
     model = ClassificationModule(SmallCNN(channels=[4], hidden=8), num_classes=5, head_dropout=0.2)
     assert isinstance(model.backbone, SmallCNN) and model.head.linear.in_features == 8
     assert model(torch.randn(2, 1, 12, 12)).shape == (2, 5)
+
+
+def test_channels_last_gives_the_same_outputs():
+    torch.manual_seed(0)
+    plain = ClassificationModule(SmallCNN(channels=[8, 16], hidden=16), num_classes=3)
+    fast = ClassificationModule(
+        SmallCNN(channels=[8, 16], hidden=16), num_classes=3, channels_last=True
+    )
+    fast.load_state_dict(plain.state_dict())
+    plain.eval(), fast.eval()
+    batch = {"image": torch.randn(4, 1, 12, 12), "label": torch.zeros(4, dtype=torch.long)}
+    assert fast.inputs(batch).is_contiguous(memory_format=torch.channels_last)
+    assert fast.backbone.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(plain(plain.inputs(batch)), fast(fast.inputs(batch)), atol=1e-5)
