@@ -143,6 +143,14 @@ class ClassificationModule(SupervisedModule):
             }
         )
 
+    def setup(self, stage: str) -> None:
+        data_classes = self.datamodule_attr("num_classes")
+        if data_classes is not None and data_classes != self.num_classes:
+            raise ValueError(
+                f"The data has {data_classes} classes but the model's `num_classes` is {self.num_classes}. "
+                f"Fix: set `model.init_args.num_classes: {data_classes}`."
+            )
+
     # ----------------------------------------------------------------- steps
     def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self(self.inputs(batch))

@@ -107,3 +107,15 @@ def test_image_folder_dataset_end_to_end(write_images):
     dm.setup("fit")
     assert dm.class_names == ["a", "b", "c"] and dm.input_shape == (3, 10, 10)
     assert next(iter(dm.val_dataloader()))["image"].shape[1:] == (3, 10, 10)
+
+
+def test_two_fork_workers_give_the_same_batches():
+    dm = ImageClassificationDataModule("digits", batch_size=50, num_workers=2)
+    dm.setup("fit")
+    serial = ImageClassificationDataModule("digits", batch_size=50)
+    serial.setup("fit")
+    a, b = list(dm.val_dataloader()), list(serial.val_dataloader())
+    assert len(a) == len(b) and all(
+        torch.equal(x["image"], y["image"]) for x, y in zip(a, b, strict=True)
+    )
+    assert dm.val_dataloader().multiprocessing_context.get_start_method() == "fork"

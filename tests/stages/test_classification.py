@@ -118,3 +118,35 @@ def test_channels_last_gives_the_same_outputs():
     assert fast.inputs(batch).is_contiguous(memory_format=torch.channels_last)
     assert fast.backbone.features[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(plain(plain.inputs(batch)), fast(fast.inputs(batch)), atol=1e-5)
+
+
+def test_num_classes_mismatch_with_the_data_names_the_fix(tmp_path):
+    model = ClassificationModule(MLP(in_features=64, hidden=[8]), num_classes=7)
+    with pytest.raises(
+        ValueError, match=r"data has 10 classes but the model's `num_classes` is 7.*num_classes: 10"
+    ):
+        quiet_trainer(tmp_path, max_epochs=1).fit(model, ImageClassificationDataModule("digits"))
+
+
+@pytest.mark.parametrize("algorithm", ["value", "norm"])
+def test_trainer_gradient_clipping_bounds_the_update(tmp_path, algorithm):
+    torch.manual_seed(0)
+    model = ClassificationModule(
+        MLP(in_features=64, hidden=[16]), num_classes=10, optimizer=partial(torch.optim.SGD, lr=1.0)
+    )
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = quiet_trainer(
+        tmp_path,
+        max_steps=1,
+        gradient_clip_val=1e-3,
+        gradient_clip_algorithm=algorithm,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, ImageClassificationDataModule("digits", batch_size=32))
+    deltas = [(p.detach() - b).flatten() for p, b in zip(model.parameters(), before, strict=True)]
+    # with SGD at lr=1 the update is minus the clipped gradient
+    if algorithm == "value":
+        assert max(d.abs().max().item() for d in deltas) <= 1e-3 + 1e-7
+    else:
+        assert torch.cat(deltas).norm().item() <= 1e-3 * (1 + 1e-4)
+    assert torch.cat(deltas).abs().max().item() > 0
