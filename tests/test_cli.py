@@ -50,6 +50,7 @@ def test_fit_digits_recipe_end_to_end(tmp_path):
     ):
         assert (run / name).is_file(), name
     assert (run / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))  # tensorboard is in the dev extra
     assert "class_path: lifecycle.models.SmallCNN" in (run / "config.yaml").read_text()
 
     # test and predict from the checkpoint, in a new run folder, repeating nothing but the data config
