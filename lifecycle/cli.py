@@ -17,18 +17,14 @@ so ``trainer.callbacks`` in a recipe can replace any of them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would check PyPI on import
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from lightning.pytorch import LightningDataModule, LightningModule  # noqa: E402
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar  # noqa: E402
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
-
-from lifecycle.evaluation.report import EvaluationReport, PredictionWriter  # noqa: E402
+from lifecycle.evaluation.report import EvaluationReport, PredictionWriter
 
 
 def _tensorboard_available() -> bool:

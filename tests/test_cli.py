@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from tests.conftest import LIFECYCLE, REPO
 
@@ -50,7 +51,9 @@ def test_fit_digits_recipe_end_to_end(tmp_path):
     ):
         assert (run / name).is_file(), name
     assert (run / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))  # tensorboard is in the dev extra
+    assert list(
+        (run / "tensorboard").glob("events.out.tfevents.*")
+    )  # tensorboard is in the dev extra
     assert "class_path: lifecycle.models.SmallCNN" in (run / "config.yaml").read_text()
 
     # test and predict from the checkpoint, in a new run folder, repeating nothing but the data config
@@ -207,3 +210,27 @@ def test_python_module_entry_point_prints_help():
         [sys.executable, "-m", "lifecycle", "--help"], capture_output=True, text=True, cwd=REPO
     )
     assert proc.returncode == 0 and "fit" in proc.stdout and "predict" in proc.stdout
+
+
+def test_albumentations_pipeline_from_config(tmp_path):
+    import albumentations as A
+    from lightning.pytorch import LightningDataModule, LightningModule
+
+    from lifecycle.cli import LifecycleCLI
+
+    pipeline = '{"class_path": "albumentations.Compose", "init_args": {"transforms": [{"class_path": "albumentations.HorizontalFlip", "init_args": {"p": 1.0}}]}}'
+    cli = LifecycleCLI(
+        LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+        auto_configure_optimizers=False,
+        args=["--config", str(REPO / "recipes/digits/classify.yaml"), "--data.init_args.train_transforms", pipeline,
+              "--trainer.default_root_dir", str(tmp_path)],
+    )  # fmt: skip
+    transform = cli.datamodule.train_transforms
+    assert isinstance(transform, A.Compose) and isinstance(
+        transform.transforms[0], A.HorizontalFlip
+    )
+    cli.datamodule.setup("fit")
+    image = cli.datamodule.splits["train"].x[0]
+    flipped = cli.datamodule._datasets["train"][0]["image"]
+    plain = cli.datamodule._datasets["val"]._normalize(image[None, :, ::-1])[0]
+    assert torch.allclose(flipped, plain)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
+import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -108,8 +110,8 @@ class ImageClassificationDataModule(SplitDataModule):
         std: list[float] | None = None,
         image_size: tuple[int, int] | None = None,
         channels: int | None = None,
-        train_transforms=None,
-        eval_transforms=None,
+        train_transforms: A.BaseCompose | A.BasicTransform | None = None,
+        eval_transforms: A.BaseCompose | A.BasicTransform | None = None,
         seed: int = 42,
     ):
         super().__init__()
@@ -148,8 +150,6 @@ class ImageClassificationDataModule(SplitDataModule):
         return load_dataset(self.dataset, self.data_dir, kind="image", **kwargs)
 
     def _is_folder(self) -> bool:
-        from pathlib import Path
-
         return Path(self.dataset).expanduser().is_dir()
 
     def setup(self, stage: str | None = None) -> None:
