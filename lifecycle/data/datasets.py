@@ -16,7 +16,7 @@ import gzip
 import importlib.util
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +71,6 @@ class LoadedDataset:
     test: Split | None = None
     class_names: list[str] | None = None
     feature_names: list[str] | None = None
-    info: dict = field(default_factory=dict)
 
 
 def cache_root() -> Path:
@@ -145,7 +144,6 @@ def load_fashion_mnist(data_dir: str | None = None) -> LoadedDataset:
         split("train"),
         split("t10k"),
         FASHION_MNIST_CLASSES,
-        info={"root": str(root)},
     )
 
 
@@ -170,9 +168,7 @@ def load_mnist_5k(data_dir: str | None = None) -> LoadedDataset:
     table = np.loadtxt(root / MNIST_5K_FILE, delimiter=",", dtype=np.float32)
     x = table[:, :784].reshape(-1, 28, 28, 1).clip(0, 255).astype(np.uint8)
     y = table[:, 784].astype(np.int64)
-    return LoadedDataset(
-        "mnist-5k", Split(x, y), None, [str(i) for i in range(10)], info={"root": str(root)}
-    )
+    return LoadedDataset("mnist-5k", Split(x, y), None, [str(i) for i in range(10)])
 
 
 def load_digits(data_dir: str | None = None) -> LoadedDataset:
@@ -310,7 +306,7 @@ def load_image_folder(
     n = len(train_files)
     train = Split(x[:n], y[:n], sources[:n])
     test = Split(x[n:], y[n:], sources[n:]) if has_own_test else None
-    return LoadedDataset(root.name, train, test, class_names, info={"root": str(root)})
+    return LoadedDataset(root.name, train, test, class_names)
 
 
 def _as_image_array(x: np.ndarray, where: str) -> np.ndarray:
