@@ -81,11 +81,28 @@ def test_fit_digits_recipe_end_to_end(tmp_path):
         *QUIET,
     )
     rows = (tmp_path / "digits-classify" / "version_2" / "predictions.csv").read_text().splitlines()
-    assert rows[0].startswith("index,prediction,label,prob_0") and len(rows) == 1 + round(
-        1797 * 0.2
-    )
-    correct = sum(r.split(",")[1] == r.split(",")[2] for r in rows[1:])
+    assert rows[0].startswith("index,source,prediction,label,prob_0")
+    assert len(rows) == 1 + round(1797 * 0.2)
+    correct = sum(r.split(",")[2] == r.split(",")[3] for r in rows[1:])
     assert correct / (len(rows) - 1) >= 0.9
+
+    # new, unlabeled images of another size and mode: converted to the training images' 8x8 grey
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    new = tmp_path / "new_images"
+    new.mkdir()
+    for i in range(40):
+        grey = (digits.images[-1 - i] * 255 / 16).astype("uint8")
+        name = f"img{i:02d}_label{digits.target[-1 - i]}.png"
+        Image.fromarray(grey).convert("RGB").resize((16, 16)).save(new / name)
+    run_cli("predict", "--config", REPO / "recipes/digits/classify.yaml", "--ckpt_path", ckpt,
+            "--data.init_args.predict_path", new, "--trainer.default_root_dir", tmp_path, *QUIET)  # fmt: skip
+    rows = (tmp_path / "digits-classify" / "version_3" / "predictions.csv").read_text().splitlines()
+    assert rows[0].startswith("index,source,prediction,prob_0") and len(rows) == 41
+    hits = [r.split(",")[1].endswith(f"_label{r.split(',')[2]}.png") for r in rows[1:]]
+    assert sum(hits) >= 30  # upscaled then downscaled again: most are still recognized
 
 
 @pytest.mark.slow

@@ -230,8 +230,6 @@ def load_image_folder(
         DataValidationError: an image cannot be decoded, sizes differ and no ``image_size`` is
             set, a class folder is empty, or test classes differ from train classes.
     """
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(root)
     layout_roots = {"train": root / "train", "test": root / "test"}
     has_own_test = all(p.is_dir() for p in layout_roots.values())
@@ -265,8 +263,37 @@ def load_image_folder(
     train_files = list_files(train_root)
     test_files = list_files(layout_roots["test"]) if has_own_test else []
 
+    paths = [p for p, _ in train_files + test_files]
+    x = read_images(paths, image_size, channels, where=str(root))
+    y = np.array([label for _, label in train_files + test_files], dtype=np.int64)
+    sources = [str(p) for p in paths]
+    n = len(train_files)
+    train = Split(x[:n], y[:n], sources[:n])
+    test = Split(x[n:], y[n:], sources[n:]) if has_own_test else None
+    return LoadedDataset(root.name, train, test, class_names)
+
+
+def read_images(
+    paths: list[Path],
+    image_size: tuple[int, int] | None = None,
+    channels: int | None = None,
+    where: str = "",
+) -> np.ndarray:
+    """Decode image files into one ``uint8`` array (N, H, W, C), standardizing mode and size.
+
+    Args:
+        paths: the image files.
+        image_size: (H, W) to resize every image to; without it, every image must have one size.
+        channels: 1 (grey) or 3 (RGB); default 1 when every image is grey, else 3.
+        where: the folder, for error messages.
+
+    Raises:
+        DataValidationError: an image cannot be decoded, or sizes differ and no ``image_size`` is set.
+    """
+    from PIL import Image, UnidentifiedImageError
+
     decoded = []
-    for path, _ in train_files + test_files:
+    for path in paths:
         try:
             with Image.open(path) as img:
                 img.load()
@@ -276,20 +303,20 @@ def load_image_folder(
                 f"Cannot decode image {path}: {err}. Fix: remove or replace the file "
                 "(the cleaning stage lists every such file)."
             ) from err
-
+    if not decoded:
+        raise DataValidationError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found in {where}.")
     if channels is None:
         channels = 1 if all(img.mode in ("L", "1", "I;16", "I", "LA") for img in decoded) else 3
     if channels not in (1, 3):
         raise DataValidationError(f"channels must be 1 (grey) or 3 (RGB), got {channels}.")
     mode = "L" if channels == 1 else "RGB"
-    paths = [p for p, _ in train_files + test_files]
     if image_size is None:
         sizes = Counter(img.size for img in decoded)
         (common, _), *_ = sizes.most_common(1)
         for path, img in zip(paths, decoded, strict=True):
             if img.size != common:
                 raise DataValidationError(
-                    f"Images in {root} differ in size: {path} is {img.size[0]}x{img.size[1]} (W x H) "
+                    f"Images in {where} differ in size: {path} is {img.size[0]}x{img.size[1]} (W x H) "
                     f"while {sizes[common]} of {len(decoded)} images are {common[0]}x{common[1]}. "
                     f"Fix: set `image_size: [{common[1]}, {common[0]}]` (H, W) to resize every image."
                 )
@@ -300,13 +327,17 @@ def load_image_folder(
             img = img.resize((image_size[1], image_size[0]), Image.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
         arrays.append(arr[..., None] if arr.ndim == 2 else arr)
-    x = np.stack(arrays)
-    y = np.array([label for _, label in train_files + test_files], dtype=np.int64)
-    sources = [str(p) for p in paths]
-    n = len(train_files)
-    train = Split(x[:n], y[:n], sources[:n])
-    test = Split(x[n:], y[n:], sources[n:]) if has_own_test else None
-    return LoadedDataset(root.name, train, test, class_names)
+    return np.stack(arrays)
+
+
+def image_files(root: str | os.PathLike) -> list[Path]:
+    """Every image file below ``root`` (recursively), sorted; or ``[root]`` when it is one file."""
+    root = Path(root).expanduser()
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"Image path {root.resolve()} does not exist.")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _as_image_array(x: np.ndarray, where: str) -> np.ndarray:

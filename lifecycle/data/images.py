@@ -10,14 +10,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lifecycle.data.datasets import LoadedDataset, Split, load_dataset
+from lifecycle.data.datasets import LoadedDataset, Split, image_files, load_dataset, read_images
 from lifecycle.data.loading import SplitDataModule
 from lifecycle.data.splits import split_indices, stratified_subset
 from lifecycle.data.validation import check_labels, check_not_empty
 
 
 class ImageDataset(Dataset):
-    """Images (``uint8`` N x H x W x C) and labels as dict samples ``{"image", "label"}``.
+    """Images (``uint8`` N x H x W x C) and labels as dict samples ``{"image", "label"}``
+    (``{"image"}`` alone for unlabeled images).
 
     Without a transform the whole split is normalized once into a float tensor and batches are
     sliced out of it (``__getitems__``), which keeps data loading a small share of a step. With
@@ -27,12 +28,13 @@ class ImageDataset(Dataset):
     def __init__(
         self,
         images: np.ndarray,
-        labels: np.ndarray,
+        labels: np.ndarray | None,
         mean: np.ndarray,
         std: np.ndarray,
         transform=None,
     ):
-        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.labels = torch.as_tensor(labels, dtype=torch.long) if labels is not None else None
+        self.size = len(images)
         self.transform = transform
         self.mean = mean.astype(np.float32)
         self.std = std.astype(np.float32)
@@ -49,7 +51,7 @@ class ImageDataset(Dataset):
         return x.permute(0, 3, 1, 2).contiguous()  # N, C, H, W
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return self.size
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {key: value[0] for key, value in self.__getitems__([i]).items()}
@@ -57,14 +59,16 @@ class ImageDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
         if self.tensor is not None:
-            return {"image": self.tensor[index], "label": self.labels[index]}
-        out = []
-        for i in indices:
-            image = self.transform(image=self.images[i])["image"]
-            if image.ndim == 2:
-                image = image[..., None]
-            out.append(image)
-        return {"image": self._normalize(np.stack(out)), "label": self.labels[index]}
+            images = self.tensor[index]
+        else:
+            out = []
+            for i in indices:
+                image = self.transform(image=self.images[i])["image"]
+                out.append(image[..., None] if image.ndim == 2 else image)
+            images = self._normalize(np.stack(out))
+        if self.labels is None:
+            return {"image": images}
+        return {"image": images, "label": self.labels[index]}
 
 
 class ImageClassificationDataModule(SplitDataModule):
@@ -94,6 +98,9 @@ class ImageClassificationDataModule(SplitDataModule):
             before normalization; ``None`` for none.
         eval_transforms: the same for validation, test and predict images.
         seed: seed of the splits and subsets.
+        predict_path: a folder (searched recursively) or file of new, unlabeled images for
+            ``predict``; they are converted to the training images' channels and size and
+            normalized alike. ``None`` predicts on the test split.
     """
 
     def __init__(
@@ -113,6 +120,7 @@ class ImageClassificationDataModule(SplitDataModule):
         train_transforms: A.BaseCompose | A.BasicTransform | None = None,
         eval_transforms: A.BaseCompose | A.BasicTransform | None = None,
         seed: int = 42,
+        predict_path: str | None = None,
     ):
         super().__init__()
         if batch_size != "full" and (not isinstance(batch_size, int) or batch_size < 1):
@@ -137,6 +145,8 @@ class ImageClassificationDataModule(SplitDataModule):
         self.train_transforms = train_transforms
         self.eval_transforms = eval_transforms
         self.seed = seed
+        self.predict_path = predict_path
+        self.predict_sources: list[str] | None = None
         self.class_names: list[str] | None = None
         self.num_classes: int | None = None
         self.splits: dict[str, Split] = {}
@@ -191,6 +201,17 @@ class ImageClassificationDataModule(SplitDataModule):
         for name, split in self.splits.items():
             transform = self.train_transforms if name == "train" else self.eval_transforms
             self._datasets[name] = ImageDataset(split.x, split.y, mean, std, transform)
+        if self.predict_path is not None:
+            files = image_files(self.predict_path)
+            _, height, width, channels = train.x.shape
+            images = read_images(files, (height, width), channels, where=str(self.predict_path))
+            self._datasets["predict"] = ImageDataset(images, None, mean, std, self.eval_transforms)
+            self.predict_sources = [str(p) for p in files]
+        else:
+            self.predict_sources = test.sources
+
+    def predict_dataloader(self):
+        return self._loader("predict" if self.predict_path is not None else "test", shuffle=False)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -67,7 +67,9 @@ class EvaluationReport(Callback):
 class PredictionWriter(BasePredictionWriter):
     """After ``predict``: ``predictions.csv`` in the run folder, one row per sample.
 
-    Columns: ``index``, ``prediction``, the true ``label``/``target`` when the data has one, and
+    Columns: ``index``, ``source`` (the file or row each sample came from, when the DataModule
+    lists them in ``predict_sources``), ``prediction``, the true ``label``/``target`` when the
+    data has one, and
     ``prob_<class>`` per class for classifiers. Under a multi-process strategy each process
     writes its own share to ``predictions-rank<N>.csv``.
     """
@@ -98,12 +100,22 @@ class PredictionWriter(BasePredictionWriter):
         self.path = out / name
         with open(self.path, "w", newline="") as f:
             writer = csv.writer(f)
-            header = ["index", *columns] + (
-                [f"prob_{n}" for n in names] if probs is not None else []
+            rows = len(next(iter(columns.values())))
+            sources = (
+                getattr(trainer.datamodule, "predict_sources", None)
+                if trainer.world_size == 1
+                else None
             )
+            sources = sources if sources is not None and len(sources) == rows else None
+            header = ["index"] + (["source"] if sources else []) + list(columns)
+            header += [f"prob_{n}" for n in names] if probs is not None else []
             writer.writerow(header)
-            for i in range(len(next(iter(columns.values())))):
-                row = [i] + [_cell(columns[k][i]) for k in columns]
+            for i in range(rows):
+                row = (
+                    [i]
+                    + ([sources[i]] if sources else [])
+                    + [_cell(columns[k][i]) for k in columns]
+                )
                 if probs is not None:
                     row += [f"{p:.6f}" for p in probs[i].tolist()]
                 writer.writerow(row)

@@ -119,3 +119,21 @@ def test_two_fork_workers_give_the_same_batches():
         torch.equal(x["image"], y["image"]) for x, y in zip(a, b, strict=True)
     )
     assert dm.val_dataloader().multiprocessing_context.get_start_method() == "fork"
+
+
+def test_predict_path_reads_new_images_like_the_training_ones(write_images, tmp_path):
+    rng = np.random.default_rng(0)
+    new = write_images(
+        {"any": [rng.integers(0, 255, (20, 12, 3), dtype=np.uint8) for _ in range(3)]},
+        tmp_path / "new",
+    )
+    dm = ImageClassificationDataModule("digits", predict_path=str(new), batch_size=2)
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    assert set(batch) == {"image"} and batch["image"].shape == (2, 1, 8, 8)
+    assert [p.rsplit("/", 1)[1] for p in dm.predict_sources] == ["0.png", "1.png", "2.png"]
+    assert len(dm.predict_dataloader().dataset) == 3
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataValidationError, match="No images"):
+        ImageClassificationDataModule("digits", predict_path=str(empty)).setup("predict")
