@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lifecycle.data.datasets import LoadedDataset, Split, image_files, load_dataset, read_images
+from lifecycle.data.datasets import LoadedDataset, image_files, load_dataset, read_images
 from lifecycle.data.loading import SplitDataModule
 from lifecycle.data.splits import split_indices, stratified_subset
 from lifecycle.data.validation import check_labels, check_not_empty
@@ -146,10 +146,8 @@ class ImageClassificationDataModule(SplitDataModule):
         self.eval_transforms = eval_transforms
         self.seed = seed
         self.predict_path = predict_path
-        self.predict_sources: list[str] | None = None
         self.class_names: list[str] | None = None
         self.num_classes: int | None = None
-        self.splits: dict[str, Split] = {}
 
     # ----------------------------------------------------------------- loading and splitting
     def load(self) -> LoadedDataset:
@@ -206,12 +204,7 @@ class ImageClassificationDataModule(SplitDataModule):
             _, height, width, channels = train.x.shape
             images = read_images(files, (height, width), channels, where=str(self.predict_path))
             self._datasets["predict"] = ImageDataset(images, None, mean, std, self.eval_transforms)
-            self.predict_sources = [str(p) for p in files]
-        else:
-            self.predict_sources = test.sources
-
-    def predict_dataloader(self):
-        return self._loader("predict" if self.predict_path is not None else "test", shuffle=False)
+            self._predict_sources = [str(p) for p in files]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -6,6 +6,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from lifecycle.data.datasets import Split
+
 
 def collate_batch(batch):
     """Our datasets' ``__getitems__`` return a whole collated dict batch; anything else is collated as usual."""
@@ -29,10 +31,12 @@ def make_loader(
 
 
 class SplitDataModule(L.LightningDataModule):
-    """Base of DataModules whose ``setup`` fills ``self._datasets`` with ``train``, ``val`` and ``test``.
+    """Base of DataModules whose ``setup`` fills ``self.splits`` and ``self._datasets`` with
+    ``train``, ``val`` and ``test``, and optionally ``self._datasets["predict"]`` (with its
+    ``self._predict_sources``) for data outside the splits.
 
     Subclasses set ``batch_size`` (an int or ``"full"``), ``num_workers`` and ``seed``; predict
-    uses the test split.
+    uses the ``predict`` dataset when there is one, else the test split.
     """
 
     batch_size: int | str
@@ -41,7 +45,16 @@ class SplitDataModule(L.LightningDataModule):
 
     def __init__(self):
         super().__init__()
+        self.splits: dict[str, Split] = {}
         self._datasets: dict[str, Dataset] = {}
+        self._predict_sources: list[str] | None = None
+
+    @property
+    def predict_sources(self) -> list[str] | None:
+        """Where each predicted sample came from (file or row), in ``predict_dataloader`` order."""
+        if "predict" in self._datasets:
+            return self._predict_sources
+        return self.splits["test"].sources if "test" in self.splits else None
 
     def batch_size_for(self, name: str) -> int:
         """Rows per batch of split ``name``; ``"full"`` means the whole split in one batch."""
@@ -62,4 +75,4 @@ class SplitDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("predict" if "predict" in self._datasets else "test", shuffle=False)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lifecycle.data.datasets import DataValidationError, LoadedDataset, Split, load_dataset
+from lifecycle.data.datasets import DataValidationError, LoadedDataset, load_dataset
 from lifecycle.data.loading import SplitDataModule
 from lifecycle.data.splits import split_indices
 from lifecycle.data.validation import check_finite, check_labels, check_not_empty
@@ -87,7 +87,6 @@ class TabularDataModule(SplitDataModule):
             seed,
         )
         self.target_key = "label" if task == "classification" else "target"
-        self.splits: dict[str, Split] = {}
         self.class_names: list[str] | None = None
         self.num_classes: int | None = None
         self.feature_names: list[str] | None = None

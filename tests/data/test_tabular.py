@@ -31,6 +31,9 @@ def test_csv_classification_maps_text_labels_and_stratifies(tmp_path):
     batch = next(iter(dm.val_dataloader()))
     assert batch["label"].dtype == torch.long
     assert abs(dm.splits["val"].y.mean() - 2 / 3) < 0.07
+    sources = dm.predict_sources  # predict runs on the test split: its CSV lines name each row
+    assert len(sources) == len(dm.predict_dataloader().dataset) == len(dm.splits["test"])
+    assert all(s.startswith("t.csv:line ") for s in sources)
 
 
 def test_nan_features_name_count_and_first_row(tmp_path):
