@@ -10,14 +10,17 @@ from lifecycle.data.datasets import (
 )
 from lifecycle.data.images import ImageClassificationDataModule
 from lifecycle.data.tabular import TabularDataModule
+from lifecycle.data.text import CorpusDataModule, TextClassificationDataModule
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "CorpusDataModule",
     "DataValidationError",
     "DatasetNotFoundError",
     "ImageClassificationDataModule",
     "LoadedDataset",
     "Split",
     "TabularDataModule",
+    "TextClassificationDataModule",
     "load_dataset",
 ]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+from typing import NamedTuple
+
 import numpy as np
 
 from lifecycle.data.datasets import DataValidationError, Split
@@ -48,3 +52,37 @@ def check_labels(split: Split, num_classes: int, name: str) -> None:
             f"{int(y[bad[0]])} at {split.source(int(bad[0]))}. Fix: labels must be 0..{num_classes - 1}, "
             "or give `class_names` / a `num_classes` that covers them."
         )
+
+
+class DataIssue(NamedTuple):
+    """One record that was left out or changed, and why (written to ``data_issues.csv``).
+
+    ``reason`` is the kind of problem (issues are counted by it); ``detail`` says more about this
+    one record (e.g. which record it duplicates).
+    """
+
+    source: str
+    reason: str
+    action: str
+    detail: str = ""
+
+
+def write_issues(issues: list[DataIssue], path: Path) -> Path:
+    """Write ``issues`` as a CSV with columns ``source``, ``reason``, ``action``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(DataIssue._fields)
+        writer.writerows(issues)
+    return path
+
+
+def summarize_issues(issues: list[DataIssue]) -> list[str]:
+    """One line per (reason, action) with its count and first record, most frequent first."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for issue in issues:
+        groups.setdefault((issue.reason, issue.action), []).append(issue.source)
+    return [
+        f"{len(sources)} {action}: {reason} (first: {sources[0]})"
+        for (reason, action), sources in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    ]

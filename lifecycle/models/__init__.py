@@ -1,6 +1,16 @@
 """Backbones and heads. Every stage module holds a ``backbone`` and a ``head``."""
 
 from lifecycle.models.heads import LinearHead, feature_size
+from lifecycle.models.text import RNNEncoder, TextCNN, TransformerEncoder
 from lifecycle.models.vision import MLP, SmallCNN, SmallResNet
 
-__all__ = ["MLP", "SmallCNN", "SmallResNet", "LinearHead", "feature_size"]
+__all__ = [
+    "MLP",
+    "SmallCNN",
+    "SmallResNet",
+    "RNNEncoder",
+    "TextCNN",
+    "TransformerEncoder",
+    "LinearHead",
+    "feature_size",
+]

@@ -41,7 +41,7 @@ def classification_metrics(num_classes: int) -> MetricCollection:
 
 
 class ClassificationModule(SupervisedModule):
-    """Classification with any backbone: cross-entropy on ``head(backbone(batch[input_key]))``.
+    """Classification with any backbone: cross-entropy on ``head(backbone(*batch[input_key]))``.
 
     Logs ``train/loss``, ``train/accuracy`` and, for validation and test, ``{stage}/loss``,
     ``accuracy``, ``precision``, ``recall``, ``f1`` and ``auroc`` (macro-averaged for more than two
@@ -67,7 +67,9 @@ class ClassificationModule(SupervisedModule):
         l1_penalty: weight of an explicit L1 penalty on weights (0 disables it).
         label_smoothing: cross-entropy label smoothing in [0, 1).
         class_weights: per-class loss weights (e.g. for imbalanced data), or ``None``.
-        input_key: the batch field fed to the backbone (``image`` for images, ``features`` for tables).
+        input_key: the batch field(s) fed to the backbone, in order: ``image`` for images,
+            ``features`` for tables, ``[input_ids, attention_mask]`` for text. Default: the
+            backbone's ``input_keys`` attribute when it has one (the text backbones do), else ``image``.
         compile: ``torch.compile`` the backbone.
         channels_last: run image convolutions in NHWC memory layout (faster on CPU with oneDNN,
             same results).
@@ -86,7 +88,7 @@ class ClassificationModule(SupervisedModule):
         l1_penalty: float = 0.0,
         label_smoothing: float = 0.0,
         class_weights: list[float] | None = None,
-        input_key: str = "image",
+        input_key: str | list[str] | None = None,
         compile: bool = False,
         channels_last: bool = False,
     ):
@@ -144,6 +146,7 @@ class ClassificationModule(SupervisedModule):
         )
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         data_classes = self.datamodule_attr("num_classes")
         if data_classes is not None and data_classes != self.num_classes:
             raise ValueError(
@@ -153,7 +156,7 @@ class ClassificationModule(SupervisedModule):
 
     # ----------------------------------------------------------------- steps
     def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = self(self.inputs(batch))
+        logits = self.forward_batch(batch)
         target = batch[self.target_key]
         loss = F.cross_entropy(
             logits, target, weight=self.class_weights, label_smoothing=self.label_smoothing
@@ -193,7 +196,7 @@ class ClassificationModule(SupervisedModule):
         self.log_dict(self.test_metrics)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
-        probs = self(self.inputs(batch)).float().softmax(dim=-1)
+        probs = self.forward_batch(batch).float().softmax(dim=-1)
         out = {"prediction": probs.argmax(dim=-1), "probabilities": probs}
         if self.target_key in batch:
             out["label"] = batch[self.target_key]

@@ -27,7 +27,7 @@ def regression_metrics() -> MetricCollection:
 
 
 class RegressionModule(SupervisedModule):
-    """Regression of one target with any backbone: MSE on ``head(backbone(batch[input_key]))``.
+    """Regression of one target with any backbone: MSE on ``head(backbone(*batch[input_key]))``.
 
     The loss is computed on standardized targets (``(y - mean) / std`` with the training split's
     statistics, read from the DataModule's ``target_mean``/``target_std`` at fit time and kept in
@@ -44,7 +44,7 @@ class RegressionModule(SupervisedModule):
         monitor: metric that ``ReduceLROnPlateau`` watches.
         l1_penalty: weight of an explicit L1 penalty on weights.
         standardize_target: learn on standardized targets (see above).
-        input_key: the batch field fed to the backbone.
+        input_key: the batch field(s) fed to the backbone, in order.
         compile: ``torch.compile`` the backbone.
         channels_last: run image convolutions in NHWC memory layout (faster on CPU with oneDNN,
             same results).
@@ -63,7 +63,7 @@ class RegressionModule(SupervisedModule):
         monitor: str = "val/loss",
         l1_penalty: float = 0.0,
         standardize_target: bool = True,
-        input_key: str = "features",
+        input_key: str | list[str] = "features",
         compile: bool = False,
         channels_last: bool = False,
     ):
@@ -89,18 +89,19 @@ class RegressionModule(SupervisedModule):
         self.test_targets = CatMetric()
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if stage == "fit" and self.standardize_target:
             mean, std = self.datamodule_attr("target_mean"), self.datamodule_attr("target_std")
             if mean is not None and std is not None:
                 self.target_mean.fill_(float(mean))
                 self.target_std.fill_(float(std))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """Predictions in the target's own units, shape (B,)."""
-        return self.head(self.backbone(x)).squeeze(-1) * self.target_std + self.target_mean
+        return self.head(self.backbone(*inputs)).squeeze(-1) * self.target_std + self.target_mean
 
     def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pred = self(self.inputs(batch))
+        pred = self.forward_batch(batch)
         target = batch[self.target_key].to(pred.dtype)
         loss = F.mse_loss(
             (pred - self.target_mean) / self.target_std,
@@ -128,7 +129,7 @@ class RegressionModule(SupervisedModule):
         self.log_dict(self.test_metrics)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
-        out = {"prediction": self(self.inputs(batch))}
+        out = {"prediction": self.forward_batch(batch)}
         if self.target_key in batch:
             out["target"] = batch[self.target_key]
         return out

@@ -33,7 +33,7 @@ class SupervisedModule(L.LightningModule):
         scheduler_interval: Literal["epoch", "step"] | None,
         monitor: str,
         l1_penalty: float,
-        input_key: str,
+        input_key: str | list[str] | None,
         compile: bool,
         channels_last: bool,
     ):
@@ -57,22 +57,51 @@ class SupervisedModule(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.monitor = monitor
         self.l1_penalty = l1_penalty
-        self.input_key = input_key
+        keys = input_key if input_key is not None else getattr(backbone, "input_keys", "image")
+        self.input_keys = [keys] if isinstance(keys, str) else list(keys)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(*inputs))
 
-    def inputs(self, batch: dict) -> torch.Tensor:
-        """The model input of a dict batch (``batch[input_key]``), with a clear error when absent."""
-        if self.input_key not in batch:
+    def inputs(self, batch: dict) -> list[torch.Tensor]:
+        """The backbone's arguments from a dict batch (``batch[k]`` for each input key), with a
+        clear error when one is absent."""
+        missing = [k for k in self.input_keys if k not in batch]
+        if missing:
             raise KeyError(
-                f"Batch has no '{self.input_key}' field (it has {sorted(batch)}). "
-                f"Fix: set the module's `input_key` to one of them."
+                f"Batch has no {missing} field (it has {sorted(batch)}). "
+                f"Fix: set the module's `input_key` to the field(s) the backbone takes."
             )
-        x = batch[self.input_key]
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        xs = [batch[k] for k in self.input_keys]
+        if self.channels_last:
+            xs = [x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in xs]
+        return xs
+
+    def forward_batch(self, batch: dict) -> torch.Tensor:
+        """``forward`` on the inputs of a dict batch."""
+        return self(*self.inputs(batch))
+
+    def setup(self, stage: str) -> None:
+        self.check_data_fits_backbone()
+
+    def check_data_fits_backbone(self) -> None:
+        """Raise when the DataModule's tokenizer or text length exceeds what the backbone takes."""
+        tokenizer = self.datamodule_attr("tokenizer")
+        vocab = getattr(self.backbone, "vocab_size", None)
+        if tokenizer is not None and isinstance(vocab, int) and len(tokenizer) > vocab:
+            raise ValueError(
+                f"The tokenizer has {len(tokenizer)} tokens but the backbone's embedding holds "
+                f"{vocab}. Fix: set `model.init_args.backbone.init_args.vocab_size: {len(tokenizer)}` "
+                "(or lower the data's `vocab_size`)."
+            )
+        positions = getattr(self.backbone, "max_length", None)
+        length = self.datamodule_attr("max_length")
+        if isinstance(positions, int) and isinstance(length, int) and length > positions:
+            raise ValueError(
+                f"The data's texts reach {length} tokens but the backbone has {positions} "
+                f"positions. Fix: set the backbone's `max_length` to at least {length}, or "
+                f"`data.init_args.max_length: {positions}`."
+            )
 
     def l1_term(self) -> torch.Tensor:
         """``l1_penalty * sum(|w|)`` over weight matrices and kernels (biases and norms excluded)."""

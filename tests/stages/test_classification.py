@@ -115,9 +115,9 @@ def test_channels_last_gives_the_same_outputs():
     fast.load_state_dict(plain.state_dict())
     plain.eval(), fast.eval()
     batch = {"image": torch.randn(4, 1, 12, 12), "label": torch.zeros(4, dtype=torch.long)}
-    assert fast.inputs(batch).is_contiguous(memory_format=torch.channels_last)
+    assert fast.inputs(batch)[0].is_contiguous(memory_format=torch.channels_last)
     assert fast.backbone.features[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(plain(plain.inputs(batch)), fast(fast.inputs(batch)), atol=1e-5)
+    assert torch.allclose(plain.forward_batch(batch), fast.forward_batch(batch), atol=1e-5)
 
 
 def test_num_classes_mismatch_with_the_data_names_the_fix(tmp_path):

@@ -1,0 +1,669 @@
+"""Text DataModules: ``TextClassificationDataModule`` for labelled texts and ``CorpusDataModule``
+for language-model pretraining on unlabeled text.
+
+Both read a built-in dataset or the user's file (:mod:`lifecycle.data.corpora`), put identical
+texts into one split only, train a tokenizer on the training split (or load one from a
+folder), and pad each batch to its longest text. Records left out are counted, logged and
+written with their reasons to ``data_issues.csv`` in the run folder; the tokenizer is saved
+beside it (``tokenizer/``) and in every checkpoint, so ``test``/``predict`` from a checkpoint
+tokenize exactly as training did.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lifecycle.data.corpora import EncodingErrors, TextTable, load_text_dataset, read_text_file
+from lifecycle.data.datasets import DataValidationError
+from lifecycle.data.loading import SplitDataModule
+from lifecycle.data.splits import split_indices, stratified_subset
+from lifecycle.data.tokenization import (
+    load_tokenizer,
+    tokenizer_from_state,
+    tokenizer_state,
+    train_tokenizer,
+)
+from lifecycle.data.validation import DataIssue, summarize_issues, write_issues
+
+log = logging.getLogger(__name__)
+
+
+def text_key(text: str) -> str:
+    """What makes two texts "identical" for splitting and de-duplication: NFKC, case and
+    runs of whitespace ignored."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Token ids of each text (with special tokens), truncated to ``max_length``; and how many
+    texts were truncated."""
+    # one token of slack tells which texts were longer (and keeps transformers from warning)
+    ids = tokenizer(texts, truncation=True, max_length=max_length + 1)["input_ids"]
+    truncated = sum(len(x) > max_length for x in ids)
+    if truncated:
+        # keep the closing special token ([SEP]) where the tokenizer adds one
+        tail = ids[0][-1:] if tokenizer.sep_token_id is not None else []
+        ids = [x if len(x) <= max_length else x[: max_length - len(tail)] + tail for x in ids]
+    return ids, truncated
+
+
+def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of token ids padded to the longest: ``(ids, attention_mask)``, both long (B, L)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, row in enumerate(rows):
+        ids[j, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        mask[j, : len(row)] = 1
+    return ids, mask
+
+
+class TextDataset(Dataset):
+    """Token ids (and labels) as dict samples; ``__getitems__`` pads a batch to its longest text.
+
+    Batches: ``{"input_ids": long (B, L), "attention_mask": long (B, L)[, "label": long (B,)]}``.
+    """
+
+    def __init__(self, ids: list[list[int]], labels: np.ndarray | None, pad_id: int):
+        self.ids = ids
+        self.labels = torch.as_tensor(labels, dtype=torch.long) if labels is not None else None
+        self.pad_id = pad_id
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self.__getitems__([i]).items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        input_ids, mask = pad_rows([self.ids[i] for i in indices], self.pad_id)
+        batch = {"input_ids": input_ids, "attention_mask": mask}
+        if self.labels is not None:
+            batch["label"] = self.labels[torch.as_tensor(indices, dtype=torch.long)]
+        return batch
+
+
+class TextDataModule(SplitDataModule):
+    """What the text DataModules share: reading, splitting without leakage, the tokenizer, the
+    issue report. See :class:`TextClassificationDataModule` for the arguments."""
+
+    def __init__(
+        self,
+        tokenizer: str,
+        vocab_size: int,
+        min_frequency: int,
+        lowercase: bool,
+        max_length: int,
+        val_fraction: float,
+        test_fraction: float,
+        deduplicate: bool,
+        encoding_errors: EncodingErrors,
+        batch_size: int,
+        eval_batch_size: int | None,
+        num_workers: int,
+        seed: int,
+    ):
+        super().__init__()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        if max_length < 4:
+            raise ValueError(f"`max_length` must be at least 4 tokens, got {max_length}.")
+        if num_workers < 0:
+            raise ValueError(f"`num_workers` must be >= 0, got {num_workers}.")
+        self.tokenizer_spec = tokenizer
+        self.vocab_size = vocab_size
+        self.min_frequency = min_frequency
+        self.lowercase = lowercase
+        self.max_length = max_length
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.deduplicate = deduplicate
+        self.encoding_errors = encoding_errors
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.tokenizer = None
+        self.texts: dict[str, TextTable] = {}
+        self.issues: list[DataIssue] = []
+        self.notes: list[str] = []
+        self.truncated: dict[str, int] = {}
+
+    # ----------------------------------------------------------------- shared steps
+    def _record(self, table: TextTable) -> None:
+        self.issues += table.issues
+        self.notes += table.notes
+        table.issues, table.notes = [], []
+
+    def _groups(self, table: TextTable) -> list[list[int]]:
+        """Rows grouped by identical text (:func:`text_key`), in order of first appearance."""
+        groups: dict[str, list[int]] = {}
+        for i, text in enumerate(table.texts):
+            groups.setdefault(text_key(text), []).append(i)
+        return list(groups.values())
+
+    def _fit_tokenizer(self, train_texts: list[str]) -> None:
+        if self.tokenizer_spec in ("wordpiece", "bpe"):
+            self.tokenizer = train_tokenizer(
+                train_texts,
+                self.tokenizer_spec,
+                self.vocab_size,
+                self.min_frequency,
+                self.lowercase,
+                self.max_length,
+            )
+        else:
+            self.tokenizer = load_tokenizer(self.tokenizer_spec)
+
+    def _report(self) -> None:
+        """Log what was left out, and save the issue list and tokenizer in the run folder."""
+        for line in self.notes + summarize_issues(self.issues):
+            log.warning(line)
+        trainer = self.trainer
+        if trainer is None or not trainer.is_global_zero or trainer.log_dir is None:
+            return
+        out = Path(trainer.log_dir)
+        self.tokenizer.save_pretrained(str(out / "tokenizer"))
+        if self.issues:
+            path = write_issues(self.issues, out / "data_issues.csv")
+            log.warning(f"{len(self.issues)} records left out or changed are listed in {path}.")
+
+    def _encode(self, name: str) -> tuple[list[list[int]], int]:
+        ids, truncated = encode(self.tokenizer, self.texts[name].texts, self.max_length)
+        self.truncated[name] = truncated
+        if truncated:
+            log.info(f"{truncated} {name} texts were cut to max_length={self.max_length} tokens.")
+        return ids, truncated
+
+    # ----------------------------------------------------------------- checkpoint state
+    def state_dict(self) -> dict:
+        """The tokenizer's files, so a checkpoint carries the exact tokenization of its run."""
+        return {"tokenizer": tokenizer_state(self.tokenizer)} if self.tokenizer is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "tokenizer" in state_dict:
+            self.tokenizer = tokenizer_from_state(state_dict["tokenizer"])
+            self._datasets = {}  # encoded with the previous tokenizer; re-encode on next use
+
+    def batch_size_for(self, name: str) -> int:
+        return self.batch_size if name == "train" else (self.eval_batch_size or self.batch_size)
+
+    def _dataset(self, name: str) -> Dataset:
+        raise NotImplementedError
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        if name not in self._datasets:
+            self._datasets[name] = self._dataset(name)
+        return super()._loader(name, shuffle)
+
+
+class TextClassificationDataModule(TextDataModule):
+    """Labelled texts: a built-in dataset or the user's CSV/JSONL, split, tokenized, batched.
+
+    Batches are ``{"input_ids": long (B, L), "attention_mask": long (B, L), "label": long (B,)}``,
+    padded to the batch's longest text.
+
+    Splits are seeded and stratified by label, and identical texts (ignoring case and spacing)
+    never land in two splits. With ``deduplicate`` each such group keeps one record, with the
+    majority label; a group whose labels tie is dropped. Every record left out is listed with
+    its reason in ``data_issues.csv``.
+
+    Args:
+        dataset: a built-in name (``tweets-sentiment``, ``tweets-sentiment-binary``,
+            ``fortunes``) or a ``.csv``/``.tsv``/``.jsonl`` file.
+        text_column: the file's text column (CSV) or key (JSONL).
+        label_column: the file's label column or key; labels may be any strings.
+        test_dataset: a second labelled file used as the test split (``test_fraction`` is then
+            unused); a training text identical to a test text is left out of training.
+        classes: keep only records with these labels, in this order (the model's class order);
+            others are left out and listed. ``None`` keeps all: the dataset's own order for
+            built-ins, sorted label strings for files.
+        data_dir: where a built-in dataset's files are, when not in the default places.
+        tokenizer: ``"wordpiece"`` or ``"bpe"`` to train one on the training split, or a folder
+            holding a Hugging Face tokenizer (e.g. a previous run's ``tokenizer/``).
+        vocab_size: the trained tokenizer's largest vocabulary; the backbone's ``vocab_size``
+            must be at least the tokenizer's size.
+        min_frequency: how often a token must occur to enter a trained vocabulary.
+        lowercase: lowercase before a trained tokenizer splits text.
+        max_length: tokens per text, special tokens included; longer texts are cut (counted).
+        val_fraction: share of the training records held out for validation.
+        test_fraction: share held out for testing when there is no ``test_dataset``.
+        train_subset: use only this many training records (stratified, seeded); ``None`` all.
+        deduplicate: keep one record per identical text (see above); ``False`` keeps every
+            copy, all in the same split.
+        unseen_labels: what to do with validation/test records whose label the training split
+            lacks: ``"error"`` or ``"drop"`` (listed).
+        encoding_errors: records with bytes that are not UTF-8: ``"replace"`` (U+FFFD; counted),
+            ``"drop"`` (listed) or ``"error"``.
+        batch_size: texts per training batch.
+        eval_batch_size: texts per batch for validation, test and predict (default ``batch_size``).
+        num_workers: DataLoader worker processes.
+        seed: seed of the splits and subsets.
+        predict_path: a file of new texts for ``predict``: ``.txt`` (one per line) or ``.csv`` /
+            ``.jsonl`` with ``text_column``. ``None`` predicts on the test split.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "tweets-sentiment",
+        text_column: str = "text",
+        label_column: str = "label",
+        test_dataset: str | None = None,
+        classes: list[str] | None = None,
+        data_dir: str | None = None,
+        tokenizer: str = "wordpiece",
+        vocab_size: int = 8000,
+        min_frequency: int = 2,
+        lowercase: bool = True,
+        max_length: int = 64,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        train_subset: int | None = None,
+        deduplicate: bool = True,
+        unseen_labels: Literal["error", "drop"] = "error",
+        encoding_errors: EncodingErrors = "replace",
+        batch_size: int = 64,
+        eval_batch_size: int | None = 256,
+        num_workers: int = 0,
+        seed: int = 42,
+        predict_path: str | None = None,
+    ):
+        super().__init__(
+            tokenizer,
+            vocab_size,
+            min_frequency,
+            lowercase,
+            max_length,
+            val_fraction,
+            test_fraction,
+            deduplicate,
+            encoding_errors,
+            batch_size,
+            eval_batch_size,
+            num_workers,
+            seed,
+        )
+        if unseen_labels not in ("error", "drop"):
+            raise ValueError(f"`unseen_labels` must be 'error' or 'drop', got {unseen_labels!r}.")
+        self.save_hyperparameters()
+        self.dataset = dataset
+        self.text_column = text_column
+        self.label_column = label_column
+        self.test_dataset = test_dataset
+        self.classes = classes
+        self.data_dir = data_dir
+        self.train_subset = train_subset
+        self.unseen_labels = unseen_labels
+        self.predict_path = predict_path
+        self.class_names: list[str] | None = None
+        self.num_classes: int | None = None
+
+    def _load(self, dataset: str) -> TextTable:
+        table = load_text_dataset(
+            dataset, self.data_dir, self.text_column, self.label_column, self.encoding_errors
+        )
+        self._record(table)
+        if self.classes is not None:
+            wanted = set(self.classes)
+            rows = [i for i, label in enumerate(table.labels) if label in wanted]
+            self.issues += [
+                DataIssue(table.sources[i], "label not in `classes`", "dropped", label)
+                for i, label in enumerate(table.labels)
+                if label not in wanted
+            ]
+            table = table.keep(rows)
+        if not len(table):
+            raise DataValidationError(
+                f"{dataset} has no usable labelled texts"
+                + (f" with labels {self.classes}" if self.classes else "")
+                + ". "
+                + " ".join(summarize_issues(self.issues)[:3])
+            )
+        return table
+
+    def _dedupe(self, table: TextTable) -> list[list[int]]:
+        """Groups of identical texts; with ``deduplicate``, one row per group (majority label)."""
+        groups = self._groups(table)
+        if not self.deduplicate:
+            return groups
+        kept = []
+        for rows in groups:
+            if len(rows) == 1:
+                kept.append(rows)
+                continue
+            votes = Counter(table.labels[i] for i in rows).most_common()
+            if len(votes) > 1 and votes[0][1] == votes[1][1]:
+                labels = ", ".join(sorted(label for label, _ in votes))
+                self.issues += [
+                    DataIssue(
+                        table.sources[i], "identical texts with tied labels", "dropped", labels
+                    )
+                    for i in rows
+                ]
+                continue
+            label = votes[0][0]
+            keep = next(i for i in rows if table.labels[i] == label)
+            kept.append([keep])
+            for i in rows:
+                if i == keep:
+                    continue
+                detail = f"kept {table.sources[keep]}"
+                if table.labels[i] == label:
+                    self.issues.append(
+                        DataIssue(table.sources[i], "duplicate text", "dropped", detail)
+                    )
+                else:
+                    detail += f"; label '{table.labels[i]}' outvoted by '{label}'"
+                    self.issues.append(
+                        DataIssue(
+                            table.sources[i], "duplicate text, outvoted label", "dropped", detail
+                        )
+                    )
+        return kept
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.texts:
+            return
+        table = self._load(self.dataset)
+        groups = self._dedupe(table)
+        group_labels = [table.labels[g[0]] for g in groups]
+        names = sorted(set(group_labels))
+        codes = np.array([names.index(label) for label in group_labels])
+        pool = np.arange(len(groups))
+
+        def rows(group_ids) -> list[int]:
+            return sorted(r for i in group_ids for r in groups[i])
+
+        if self.test_dataset is not None:
+            test = self._load(self.test_dataset)
+            if self.deduplicate:
+                test = test.keep([g[0] for g in self._dedupe(test)])
+            test_keys = {text_key(t) for t in test.texts}
+            clash = np.array([text_key(table.texts[g[0]]) in test_keys for g in groups], bool)
+            self.issues += [
+                DataIssue(
+                    table.sources[r],
+                    f"identical text in test_dataset {self.test_dataset}",
+                    "dropped",
+                )
+                for r in rows(pool[clash])
+            ]
+            pool = pool[~clash]
+        else:
+            keep, held = split_indices(len(pool), self.test_fraction, self.seed, codes, "test")
+            test, pool = table.keep(rows(pool[held])), pool[keep]
+        keep, held = split_indices(len(pool), self.val_fraction, self.seed, codes[pool], "val")
+        val, pool = table.keep(rows(pool[held])), pool[keep]
+        if self.train_subset is not None:
+            pool = pool[stratified_subset(codes[pool], self.train_subset, self.seed)]
+        train = table.keep(rows(pool))
+        self.class_names = list(self.classes or table.class_names or sorted(set(train.labels)))
+        self.num_classes = len(self.class_names)
+        val, test = self._drop_unseen(train, val, "val"), self._drop_unseen(train, test, "test")
+        for name, split in (("train", train), ("val", val), ("test", test)):
+            if not len(split):
+                raise DataValidationError(
+                    f"The {name} split is empty (0 texts). Fix: lower `val_fraction`/"
+                    "`test_fraction`, raise `train_subset`, or give more data."
+                )
+        self.texts = {"train": train, "val": val, "test": test}
+        if self.predict_path is not None:
+            new = read_text_file(self.predict_path, self.text_column, None, self.encoding_errors)
+            self._record(new)
+            self.texts["predict"] = new
+        self._fit_tokenizer(train.texts)
+        log.info(
+            f"{table.name}: {len(train)} train / {len(val)} val / {len(test)} test texts, "
+            f"{self.num_classes} classes; tokenizer of {len(self.tokenizer)} tokens."
+        )
+        self._report()
+
+    def _drop_unseen(self, train: TextTable, split: TextTable, name: str) -> TextTable:
+        """Apply ``unseen_labels`` to records of ``split`` whose label training lacks."""
+        seen = set(train.labels)
+        unseen = Counter(label for label in split.labels if label not in seen)
+        if not unseen:
+            return split
+        if self.unseen_labels == "error":
+            listed = ", ".join(f"'{k}' ({v} records)" for k, v in unseen.most_common())
+            raise DataValidationError(
+                f"The {name} split has labels the training split lacks: {listed}. A model "
+                "cannot learn them. Fix: add training examples of them, leave them out with "
+                "`classes`, or set `unseen_labels: drop` (the records are listed)."
+            )
+        rows = [i for i, label in enumerate(split.labels) if label in seen]
+        self.issues += [
+            DataIssue(split.sources[i], "label unseen in the training split", "dropped", label)
+            for i, label in enumerate(split.labels)
+            if label not in seen
+        ]
+        return split.keep(rows)
+
+    def _dataset(self, name: str) -> TextDataset:
+        ids, _ = self._encode(name)
+        labels = self.texts[name].labels
+        codes = None
+        if labels is not None:
+            index = {label: i for i, label in enumerate(self.class_names)}
+            codes = np.array([index[label] for label in labels], dtype=np.int64)
+        return TextDataset(ids, codes, self.tokenizer.pad_token_id)
+
+    @property
+    def predict_sources(self) -> list[str] | None:
+        split = "predict" if "predict" in self.texts else "test"
+        return self.texts[split].sources if split in self.texts else None
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict" if "predict" in self.texts else "test", shuffle=False)
+
+
+def chunk_documents(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of each document with special tokens; a document longer than ``max_length``
+    becomes several consecutive windows, so no text is lost."""
+    out = tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=True)
+    return out["input_ids"]
+
+
+class LanguageModelingDataset(Dataset):
+    """Token-id rows for (masked or causal) language modelling.
+
+    Batches: ``{"input_ids", "attention_mask", "labels"}`` (labels -100 where no loss is taken).
+    Training rows are masked afresh in every batch by ``collator``; evaluation rows get one fixed
+    masking (``labels`` given), so held-out perplexity compares across epochs and runs.
+    """
+
+    def __init__(
+        self, ids: list[list[int]], pad_id: int, collator, labels: list[list[int]] | None = None
+    ):
+        self.ids = ids
+        self.pad_id = pad_id
+        self.collator = collator
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self.__getitems__([i]).items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = [self.ids[i] for i in indices]
+        if self.labels is None:
+            batch = self.collator([{"input_ids": row} for row in rows])
+            _, mask = pad_rows(rows, self.pad_id)
+            return {
+                "input_ids": batch["input_ids"],
+                "attention_mask": mask,
+                "labels": batch["labels"],
+            }
+        input_ids, mask = pad_rows(rows, self.pad_id)
+        labels, _ = pad_rows([self.labels[i] for i in indices], -100)
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+class CorpusDataModule(TextDataModule):
+    """Unlabeled text for language-model pretraining: masked (BERT) or causal (GPT).
+
+    Batches are ``{"input_ids", "attention_mask", "labels"}`` as transformers' language models
+    take them: for masked LM, ``mlm_probability`` of the tokens are selected (80% become
+    ``[MASK]``, 10% a random token, 10% unchanged; by ``DataCollatorForLanguageModeling``) and
+    ``labels`` holds the original ids there and -100 elsewhere; for causal LM ``labels`` is the
+    input with padding at -100. Documents longer than ``max_length`` are cut into consecutive
+    windows. Validation and test are masked once, with ``seed``, so their perplexity compares.
+
+    Args:
+        dataset: one or more built-in names (``fortunes``, ``tweets-sentiment``; labels unused) or
+            files: ``.txt`` (one document per line, or separated by ``delimiter`` lines),
+            ``.csv``/``.jsonl`` (the ``text_column``).
+        text_column: the text column or key of CSV/JSONL files.
+        delimiter: for ``.txt`` files, a line separating documents (e.g. ``%``).
+        data_dir: where a built-in dataset's files are, when not in the default places.
+        tokenizer: ``"wordpiece"`` or ``"bpe"`` to train one on the training split, or a folder
+            holding a Hugging Face tokenizer with a mask token (for masked LM).
+        vocab_size: the trained tokenizer's largest vocabulary.
+        min_frequency: how often a token must occur to enter a trained vocabulary.
+        lowercase: lowercase before a trained tokenizer splits text.
+        max_length: tokens per row, special tokens included.
+        mlm: masked (``True``) or causal (``False``) language modelling.
+        mlm_probability: share of tokens selected for prediction in masked LM.
+        val_fraction: share of documents held out for validation.
+        test_fraction: share of documents held out for testing.
+        deduplicate: keep one copy of identical documents (the rest listed); ``False`` keeps the
+            copies, in one split.
+        encoding_errors: documents with bytes that are not UTF-8: ``"replace"``, ``"drop"`` or
+            ``"error"``.
+        batch_size: rows per training batch.
+        eval_batch_size: rows per evaluation batch (default ``batch_size``).
+        num_workers: DataLoader worker processes.
+        seed: seed of the splits and of the evaluation masking.
+    """
+
+    def __init__(
+        self,
+        dataset: str | list[str] = "fortunes",
+        text_column: str = "text",
+        delimiter: str | None = None,
+        data_dir: str | None = None,
+        tokenizer: str = "wordpiece",
+        vocab_size: int = 8000,
+        min_frequency: int = 2,
+        lowercase: bool = True,
+        max_length: int = 128,
+        mlm: bool = True,
+        mlm_probability: float = 0.15,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        deduplicate: bool = True,
+        encoding_errors: EncodingErrors = "replace",
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 42,
+    ):
+        super().__init__(
+            tokenizer,
+            vocab_size,
+            min_frequency,
+            lowercase,
+            max_length,
+            val_fraction,
+            test_fraction,
+            deduplicate,
+            encoding_errors,
+            batch_size,
+            eval_batch_size,
+            num_workers,
+            seed,
+        )
+        if not 0.0 < mlm_probability < 1.0:
+            raise ValueError(f"`mlm_probability` must be in (0, 1), got {mlm_probability}.")
+        self.save_hyperparameters()
+        self.datasets = [dataset] if isinstance(dataset, str) else list(dataset)
+        self.text_column = text_column
+        self.delimiter = delimiter
+        self.data_dir = data_dir
+        self.mlm = mlm
+        self.mlm_probability = mlm_probability
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.texts:
+            return
+        texts, sources = [], []
+        for name in self.datasets:
+            table = load_text_dataset(
+                name, self.data_dir, self.text_column, None, self.encoding_errors, self.delimiter
+            )
+            self._record(table)
+            texts += table.texts
+            sources += (
+                table.sources if len(self.datasets) == 1 else [f"{name}:{s}" for s in table.sources]
+            )
+        corpus = TextTable("+".join(self.datasets), texts, None, sources)
+        groups = self._groups(corpus)
+        if self.deduplicate:
+            self.issues += [
+                DataIssue(
+                    corpus.sources[r], "duplicate text", "dropped", f"kept {corpus.sources[g[0]]}"
+                )
+                for g in groups
+                for r in g[1:]
+            ]
+            groups = [g[:1] for g in groups]
+        pool = np.arange(len(groups))
+        splits = {}
+        for name, fraction in (("test", self.test_fraction), ("val", self.val_fraction)):
+            keep, held = split_indices(len(pool), fraction, self.seed, None, name)
+            splits[name], pool = pool[held], pool[keep]
+        splits["train"] = pool
+        self.texts = {
+            name: corpus.keep(sorted(r for i in idx for r in groups[i]))
+            for name, idx in (
+                ("train", splits["train"]),
+                ("val", splits["val"]),
+                ("test", splits["test"]),
+            )
+        }
+        self._fit_tokenizer(self.texts["train"].texts)
+        if self.mlm and self.tokenizer.mask_token is None:
+            raise ValueError(
+                f"The tokenizer from {self.tokenizer_spec} has no mask token, so masked LM cannot "
+                "run. Fix: use a tokenizer with one (or `tokenizer: wordpiece`), or `mlm: false`."
+            )
+        log.info(
+            f"{corpus.name}: {', '.join(f'{len(t)} {n}' for n, t in self.texts.items())} documents; "
+            f"tokenizer of {len(self.tokenizer)} tokens."
+        )
+        self._report()
+
+    def collator(self, seed: int | None = None):
+        """transformers' ``DataCollatorForLanguageModeling`` for this tokenizer and objective."""
+        from transformers import DataCollatorForLanguageModeling
+
+        return DataCollatorForLanguageModeling(
+            self.tokenizer,
+            mlm=self.mlm,
+            mlm_probability=self.mlm_probability if self.mlm else None,
+            seed=seed,
+        )
+
+    def _dataset(self, name: str) -> LanguageModelingDataset:
+        ids = chunk_documents(self.tokenizer, self.texts[name].texts, self.max_length)
+        pad = self.tokenizer.pad_token_id
+        if name == "train":
+            return LanguageModelingDataset(ids, pad, self.collator())
+        collator, labels, masked = self.collator(seed=self.seed), [], []
+        for start in range(0, len(ids), 256):
+            rows = ids[start : start + 256]
+            batch = collator([{"input_ids": row} for row in rows])
+            for j, row in enumerate(rows):
+                masked.append(batch["input_ids"][j, : len(row)].tolist())
+                labels.append(batch["labels"][j, : len(row)].tolist())
+        return LanguageModelingDataset(masked, pad, collator, labels)

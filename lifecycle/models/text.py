@@ -1,0 +1,219 @@
+"""Text backbones: an RNN (LSTM or GRU), a 1-D CNN and a Transformer encoder.
+
+Each maps ``(input_ids, attention_mask)`` of shape (B, L) to features (B, ``out_features``), and
+says so with ``input_keys``, so a stage feeds it those batch fields without configuration. Each
+has ``vocab_size`` (embedding rows: at least the tokenizer's size; the stage checks) and pads
+with id 0 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+TEXT_INPUTS = ("input_ids", "attention_mask")
+
+
+def masked_pool(
+    hidden: torch.Tensor, mask: torch.Tensor, how: Literal["max", "mean"]
+) -> torch.Tensor:
+    """Max or mean over the time axis of ``hidden`` (B, L, H), counting only positions where
+    ``mask`` (B, L) is 1."""
+    keep = mask.unsqueeze(-1).to(hidden.dtype)
+    if how == "mean":
+        return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+    return hidden.masked_fill(keep == 0, torch.finfo(hidden.dtype).min).amax(1)
+
+
+def _mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    return torch.ones_like(input_ids) if attention_mask is None else attention_mask
+
+
+class RNNEncoder(nn.Module):
+    """Embedding, then a (bidirectional) LSTM or GRU over the real tokens (padding is packed
+    away), then pooling over time.
+
+    Args:
+        vocab_size: embedding rows; at least the tokenizer's size.
+        embedding_dim: size of each token's embedding.
+        hidden_size: RNN state size per direction.
+        num_layers: stacked RNN layers.
+        cell: ``"lstm"`` or ``"gru"``.
+        bidirectional: read the text both ways (features double).
+        pooling: ``"max"`` or ``"mean"`` over the outputs at every real token, or ``"last"``:
+            the final state of each direction.
+        dropout: dropout on the embeddings and between RNN layers.
+        padding_idx: the padding token's id (its embedding stays zero).
+    """
+
+    input_keys = TEXT_INPUTS
+
+    def __init__(
+        self,
+        vocab_size: int = 8000,
+        embedding_dim: int = 128,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        cell: Literal["lstm", "gru"] = "lstm",
+        bidirectional: bool = True,
+        pooling: Literal["max", "mean", "last"] = "max",
+        dropout: float = 0.2,
+        padding_idx: int = 0,
+    ):
+        super().__init__()
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"`cell` must be 'lstm' or 'gru', got {cell!r}.")
+        if pooling not in ("max", "mean", "last"):
+            raise ValueError(f"`pooling` must be 'max', 'mean' or 'last', got {pooling!r}.")
+        self.vocab_size = vocab_size
+        self.pooling = pooling
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+        self.dropout = nn.Dropout(dropout)
+        rnn = nn.LSTM if cell == "lstm" else nn.GRU
+        self.rnn = rnn(
+            embedding_dim,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.out_features = hidden_size * (2 if bidirectional else 1)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        mask = _mask(input_ids, attention_mask)
+        lengths = mask.sum(1).clamp(min=1).cpu()
+        x = self.dropout(self.embedding(input_ids))
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, state = self.rnn(packed)
+        if self.pooling == "last":
+            h = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c)
+            directions = 2 if self.rnn.bidirectional else 1
+            return h[-directions:].transpose(0, 1).reshape(len(input_ids), -1)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=input_ids.shape[1])
+        return masked_pool(out, mask, self.pooling)
+
+
+class TextCNN(nn.Module):
+    """Kim's (2014) CNN for text: embedding, parallel 1-D convolutions of several widths, ReLU,
+    max over time of each filter, concatenated.
+
+    Args:
+        vocab_size: embedding rows; at least the tokenizer's size.
+        embedding_dim: size of each token's embedding.
+        num_filters: filters per kernel width.
+        kernel_sizes: the widths (in tokens) of the convolutions.
+        dropout: dropout on the embeddings.
+        padding_idx: the padding token's id.
+    """
+
+    input_keys = TEXT_INPUTS
+
+    def __init__(
+        self,
+        vocab_size: int = 8000,
+        embedding_dim: int = 128,
+        num_filters: int = 128,
+        kernel_sizes: list[int] = [3, 4, 5],  # noqa: B006 - read-only, and the CLI shows it
+        dropout: float = 0.2,
+        padding_idx: int = 0,
+    ):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+        self.dropout = nn.Dropout(dropout)
+        # padding k // 2 keeps texts shorter than a kernel usable
+        self.convs = nn.ModuleList(
+            nn.Conv1d(embedding_dim, num_filters, k, padding=k // 2) for k in kernel_sizes
+        )
+        self.out_features = num_filters * len(kernel_sizes)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        mask = _mask(input_ids, attention_mask)
+        x = self.dropout(self.embedding(input_ids)).transpose(1, 2)  # B, E, L
+        length = input_ids.shape[1]
+        pooled = [
+            masked_pool(torch.relu(conv(x))[..., :length].transpose(1, 2), mask, "max")
+            for conv in self.convs
+        ]
+        return torch.cat(pooled, dim=1)
+
+
+class TransformerEncoder(nn.Module):
+    """A Transformer encoder built from a Hugging Face config (BERT by default), randomly
+    initialised, pooled to one vector per text.
+
+    Args:
+        vocab_size: embedding rows; at least the tokenizer's size.
+        hidden_size: width of every layer.
+        num_layers: encoder layers (2-4 train in minutes on a CPU).
+        num_heads: attention heads (must divide ``hidden_size``).
+        intermediate_size: width of each feed-forward block.
+        max_length: position embeddings: the longest text, in tokens.
+        dropout: dropout on hidden states and attention weights.
+        pooling: ``"cls"`` (the first token's state) or ``"mean"`` (over real tokens).
+        model_type: any encoder type ``transformers.AutoConfig.for_model`` knows that takes
+            BERT's argument names (``bert``, ``roberta``, ``electra``, ...).
+        padding_idx: the padding token's id.
+
+    Attributes:
+        encoder: the ``transformers`` model (``save_pretrained`` works on it).
+    """
+
+    input_keys = TEXT_INPUTS
+
+    def __init__(
+        self,
+        vocab_size: int = 8000,
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        intermediate_size: int = 512,
+        max_length: int = 128,
+        dropout: float = 0.1,
+        pooling: Literal["cls", "mean"] = "cls",
+        model_type: str = "bert",
+        padding_idx: int = 0,
+    ):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"`pooling` must be 'cls' or 'mean', got {pooling!r}.")
+        if hidden_size % num_heads:
+            raise ValueError(
+                f"`hidden_size` ({hidden_size}) must be a multiple of `num_heads` ({num_heads})."
+            )
+        config = AutoConfig.for_model(
+            model_type,
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            intermediate_size=intermediate_size,
+            max_position_embeddings=max_length,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+            pad_token_id=padding_idx,
+        )
+        self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
+        self.vocab_size = vocab_size
+        self.max_length = max_length
+        self.pooling = pooling
+        self.out_features = hidden_size
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        mask = _mask(input_ids, attention_mask)
+        hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        return masked_pool(hidden, mask, "mean")
