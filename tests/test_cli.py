@@ -251,3 +251,53 @@ def test_albumentations_pipeline_from_config(tmp_path):
     flipped = cli.datamodule._datasets["train"][0]["image"]
     plain = cli.datamodule._datasets["val"]._normalize(image[None, :, ::-1])[0]
     assert torch.allclose(flipped, plain)
+
+
+@pytest.mark.slow
+def test_tweets_rnn_recipe_on_real_tweets_then_predict_from_the_checkpoint(tmp_path):
+    recipe = REPO / "recipes/tweets/classify_rnn.yaml"
+    small = ["--data.init_args.train_subset", "4000", "--trainer.max_epochs", "2"]
+    run_cli("fit", "--config", recipe, "--trainer.default_root_dir", tmp_path, *small, *QUIET)
+    run = tmp_path / "tweets-classify_rnn" / "version_0"
+    report = json.loads((run / "metrics.json").read_text())
+    assert report["metrics"]["accuracy"] >= 0.55  # the majority class is 0.44 of the test split
+    assert report["class_names"] == ["negative", "neutral", "positive"]
+    import csv
+    from collections import Counter
+
+    with open(run / "data_issues.csv") as f:
+        reasons = Counter(row["reason"] for row in csv.DictReader(f))
+    assert reasons == {
+        "bytes that are not valid UTF-8": 4934,
+        "duplicate text": 793,
+        "duplicate text, outvoted label": 123,
+        "identical texts with tied labels": 70,
+    }
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+
+    # predict from the checkpoint with a data config that would train another tokenizer: the
+    # checkpoint's own tokenizer is restored, so the test split scores as it did after fit
+    ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
+    common = ["--config", recipe, "--ckpt_path", ckpt, "--trainer.default_root_dir", tmp_path]
+    run_cli("predict", *common, "--data.init_args.vocab_size", "300", *small, *QUIET)
+    rows = (tmp_path / "tweets-classify_rnn" / "version_1" / "predictions.csv").read_text()
+    rows = rows.splitlines()
+    header = "index,source,prediction,label,prob_negative,prob_neutral,prob_positive"
+    assert rows[0] == header and len(rows) == 1 + sum(map(sum, report["confusion_matrix"]))
+    hits = sum(r.split(",")[2] == r.split(",")[3] for r in rows[1:])
+    assert abs(hits / (len(rows) - 1) - report["metrics"]["accuracy"]) < 0.005
+
+    def vocab(version):
+        path = tmp_path / "tweets-classify_rnn" / version / "tokenizer" / "tokenizer.json"
+        return json.loads(path.read_text())["model"]["vocab"]
+
+    assert vocab("version_1") == vocab("version_0")  # the run folder holds the one used
+
+    new = tmp_path / "new.txt"
+    new.write_text("I love this, what a wonderful day!\nworst service ever, I hate it\n")
+    run_cli("predict", *common, "--data.init_args.predict_path", new, *small, *QUIET)
+    rows = (tmp_path / "tweets-classify_rnn" / "version_2" / "predictions.csv").read_text()
+    rows = rows.splitlines()
+    assert [r.split(",")[1] for r in rows[1:]] == ["new.txt:line 1", "new.txt:line 2"]
+    probs = [sum(map(float, r.split(",")[3:])) for r in rows[1:]]
+    assert all(abs(p - 1) < 1e-4 for p in probs)

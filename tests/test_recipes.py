@@ -19,6 +19,9 @@ def test_the_required_recipes_exist():
         "fashion_mnist/classify.yaml",
         "digits/classify.yaml",
         "tabular/regression.yaml",
+        "tweets/classify_rnn.yaml",
+        "tweets/classify_cnn.yaml",
+        "tweets/classify_transformer.yaml",
     } <= names
 
 

@@ -80,23 +80,22 @@ class TextTable:
 
 # --------------------------------------------------------------------------- decoding
 _SURROGATE = re.compile("[\udc80-\udcff]")
+BAD_BYTES = "bytes that are not valid UTF-8"
 
 
 class _Decoder:
-    """Decodes UTF-8 with a policy for undecodable bytes, counting and listing the records hit.
+    """Decodes UTF-8 with a policy for undecodable bytes, listing every record hit.
 
     ``replace`` puts U+FFFD in place of each bad byte and keeps the record; ``drop`` leaves the
     record out; ``error`` raises on the first one.
     """
 
-    def __init__(self, policy: EncodingErrors, where: str):
+    def __init__(self, policy: EncodingErrors):
         if policy not in ("replace", "drop", "error"):
             raise ValueError(
                 f"`encoding_errors` must be 'replace', 'drop' or 'error', got {policy!r}."
             )
         self.policy = policy
-        self.where = where
-        self.replaced: list[str] = []
 
     def text(self, value: str, source: str, issues: list[DataIssue]) -> str | None:
         """``value`` decoded with ``surrogateescape``: apply the policy to escaped bytes."""
@@ -109,18 +108,10 @@ class _Decoder:
                 "record with U+FFFD for each bad byte) or `drop` (leave it out; both are listed)."
             )
         if self.policy == "drop":
-            issues.append(DataIssue(source, "bytes that are not valid UTF-8", "dropped"))
+            issues.append(DataIssue(source, BAD_BYTES, "dropped"))
             return None
-        self.replaced.append(source)
+        issues.append(DataIssue(source, BAD_BYTES, "kept, bad bytes replaced by U+FFFD"))
         return _SURROGATE.sub("\ufffd", value)
-
-    def notes(self) -> list[str]:
-        if not self.replaced:
-            return []
-        return [
-            f"{self.where}: {len(self.replaced)} records held bytes that are not valid UTF-8; "
-            f"each bad byte became U+FFFD (encoding_errors=replace). First: {self.replaced[0]}."
-        ]
 
 
 def _read_text(path: Path) -> str:
@@ -162,7 +153,7 @@ def read_text_file(
     if not path.is_file():
         raise DatasetNotFoundError(f"Text file {path.resolve()} does not exist.")
     suffix = f".{file_format}" if file_format else path.suffix.lower()
-    decoder = _Decoder(encoding_errors, str(path))
+    decoder = _Decoder(encoding_errors)
     if suffix in (".csv", ".tsv"):
         rows = _csv_rows(path, "\t" if suffix == ".tsv" else ",", text_column, label_column)
     elif suffix == ".jsonl":
@@ -200,7 +191,6 @@ def read_text_file(
         labels if label_column is not None else None,
         sources,
         issues=issues,
-        notes=decoder.notes(),
     )
 
 

@@ -167,21 +167,27 @@ class TextDataModule(SplitDataModule):
         """Log what was left out, and save the issue list and tokenizer in the run folder."""
         for line in self.notes + summarize_issues(self.issues):
             log.warning(line)
-        trainer = self.trainer
-        if trainer is None or not trainer.is_global_zero or trainer.log_dir is None:
+        out = self._run_dir()
+        if out is None:
             return
-        out = Path(trainer.log_dir)
         self.tokenizer.save_pretrained(str(out / "tokenizer"))
         if self.issues:
             path = write_issues(self.issues, out / "data_issues.csv")
             log.warning(f"{len(self.issues)} records left out or changed are listed in {path}.")
 
-    def _encode(self, name: str) -> tuple[list[list[int]], int]:
+    def _run_dir(self) -> Path | None:
+        """The Trainer's run folder, on the process that writes files; ``None`` without one."""
+        trainer = self.trainer
+        if trainer is None or not trainer.is_global_zero or trainer.log_dir is None:
+            return None
+        return Path(trainer.log_dir)
+
+    def _encode(self, name: str) -> list[list[int]]:
         ids, truncated = encode(self.tokenizer, self.texts[name].texts, self.max_length)
         self.truncated[name] = truncated
         if truncated:
             log.info(f"{truncated} {name} texts were cut to max_length={self.max_length} tokens.")
-        return ids, truncated
+        return ids
 
     # ----------------------------------------------------------------- checkpoint state
     def state_dict(self) -> dict:
@@ -189,9 +195,13 @@ class TextDataModule(SplitDataModule):
         return {"tokenizer": tokenizer_state(self.tokenizer)} if self.tokenizer is not None else {}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Take the checkpoint's tokenizer (also into the run folder's ``tokenizer/``)."""
         if "tokenizer" in state_dict:
             self.tokenizer = tokenizer_from_state(state_dict["tokenizer"])
             self._datasets = {}  # encoded with the previous tokenizer; re-encode on next use
+            out = self._run_dir()
+            if out is not None:
+                self.tokenizer.save_pretrained(str(out / "tokenizer"))
 
     def batch_size_for(self, name: str) -> int:
         return self.batch_size if name == "train" else (self.eval_batch_size or self.batch_size)
@@ -390,9 +400,7 @@ class TextClassificationDataModule(TextDataModule):
             clash = np.array([text_key(table.texts[g[0]]) in test_keys for g in groups], bool)
             self.issues += [
                 DataIssue(
-                    table.sources[r],
-                    f"identical text in test_dataset {self.test_dataset}",
-                    "dropped",
+                    table.sources[r], "identical text in test_dataset", "dropped", self.test_dataset
                 )
                 for r in rows(pool[clash])
             ]
@@ -448,7 +456,7 @@ class TextClassificationDataModule(TextDataModule):
         return split.keep(rows)
 
     def _dataset(self, name: str) -> TextDataset:
-        ids, _ = self._encode(name)
+        ids = self._encode(name)
         labels = self.texts[name].labels
         codes = None
         if labels is not None:

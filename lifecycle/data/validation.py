@@ -83,6 +83,6 @@ def summarize_issues(issues: list[DataIssue]) -> list[str]:
     for issue in issues:
         groups.setdefault((issue.reason, issue.action), []).append(issue.source)
     return [
-        f"{len(sources)} {action}: {reason} (first: {sources[0]})"
+        f"{len(sources)} records with {reason}: {action} (first: {sources[0]})"
         for (reason, action), sources in sorted(groups.items(), key=lambda kv: -len(kv[1]))
     ]
