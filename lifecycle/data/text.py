@@ -389,8 +389,13 @@ class TextClassificationDataModule(TextDataModule):
         codes = np.array([names.index(label) for label in group_labels])
         pool = np.arange(len(groups))
 
-        def rows(group_ids) -> list[int]:
-            return sorted(r for i in group_ids for r in groups[i])
+        order = np.random.default_rng(self.seed)
+
+        def rows(group_ids, shuffle: bool = False) -> list[int]:
+            found = sorted(r for i in group_ids for r in groups[i])
+            # held-out splits in a seeded random order: files are often sorted by label, and
+            # single-class evaluation batches make per-batch metrics (and their warnings) odd
+            return order.permutation(found).tolist() if shuffle else found
 
         if self.test_dataset is not None:
             test = self._load(self.test_dataset)
@@ -407,12 +412,17 @@ class TextClassificationDataModule(TextDataModule):
             pool = pool[~clash]
         else:
             keep, held = split_indices(len(pool), self.test_fraction, self.seed, codes, "test")
-            test, pool = table.keep(rows(pool[held])), pool[keep]
+            test, pool = table.keep(rows(pool[held], shuffle=True)), pool[keep]
         keep, held = split_indices(len(pool), self.val_fraction, self.seed, codes[pool], "val")
-        val, pool = table.keep(rows(pool[held])), pool[keep]
+        val, pool = table.keep(rows(pool[held], shuffle=True)), pool[keep]
         if self.train_subset is not None:
             pool = pool[stratified_subset(codes[pool], self.train_subset, self.seed)]
         train = table.keep(rows(pool))
+        if len(set(train.labels)) < 2:
+            raise DataValidationError(
+                f"The training split of {self.dataset} has one label only ({train.labels[0]!r}): "
+                "nothing to classify. Fix: check `label_column` and `classes`."
+            )
         self.class_names = list(self.classes or table.class_names or sorted(set(train.labels)))
         self.num_classes = len(self.class_names)
         val, test = self._drop_unseen(train, val, "val"), self._drop_unseen(train, test, "test")

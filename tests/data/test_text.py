@@ -197,6 +197,12 @@ def test_predict_path_reads_new_texts_with_their_lines(tmp_path):
     assert batch["input_ids"].shape[0] == 2 and "label" not in batch
 
 
+def test_a_single_label_is_an_error_naming_the_columns_to_check(tmp_path):
+    rows = [(f"text number {i}", "same") for i in range(30)]
+    with pytest.raises(DataValidationError, match="one label only \\('same'\\).*label_column"):
+        small(write_csv(tmp_path / "t.csv", rows))
+
+
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="unseen_labels"):
         TextClassificationDataModule(unseen_labels="keep")
