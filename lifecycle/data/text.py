@@ -237,8 +237,11 @@ class TextClassificationDataModule(TextDataModule):
             others are left out and listed. ``None`` keeps all: the dataset's own order for
             built-ins, sorted label strings for files.
         data_dir: where a built-in dataset's files are, when not in the default places.
-        tokenizer: ``"wordpiece"`` or ``"bpe"`` to train one on the training split, or a folder
-            holding a Hugging Face tokenizer (e.g. a previous run's ``tokenizer/``).
+        tokenizer: ``"bpe"`` (byte-level BPE) or ``"wordpiece"`` to train one on the training
+            split, or a folder holding a Hugging Face tokenizer (e.g. a previous run's
+            ``tokenizer/``). BPE training is reproducible; WordPiece training in ``tokenizers``
+            0.23 is not (ties are broken in hash-map order, huggingface/tokenizers#1794), so two
+            runs may learn slightly different vocabularies. Either way the run keeps its own.
         vocab_size: the trained tokenizer's largest vocabulary; the backbone's ``vocab_size``
             must be at least the tokenizer's size.
         min_frequency: how often a token must occur to enter a trained vocabulary.
@@ -269,7 +272,7 @@ class TextClassificationDataModule(TextDataModule):
         test_dataset: str | None = None,
         classes: list[str] | None = None,
         data_dir: str | None = None,
-        tokenizer: str = "wordpiece",
+        tokenizer: str = "bpe",
         vocab_size: int = 8000,
         min_frequency: int = 2,
         lowercase: bool = True,
@@ -544,8 +547,9 @@ class CorpusDataModule(TextDataModule):
         text_column: the text column or key of CSV/JSONL files.
         delimiter: for ``.txt`` files, a line separating documents (e.g. ``%``).
         data_dir: where a built-in dataset's files are, when not in the default places.
-        tokenizer: ``"wordpiece"`` or ``"bpe"`` to train one on the training split, or a folder
-            holding a Hugging Face tokenizer with a mask token (for masked LM).
+        tokenizer: ``"bpe"`` or ``"wordpiece"`` to train one on the training split (see
+            :class:`TextClassificationDataModule`), or a folder holding a Hugging Face tokenizer
+            with a mask token (for masked LM).
         vocab_size: the trained tokenizer's largest vocabulary.
         min_frequency: how often a token must occur to enter a trained vocabulary.
         lowercase: lowercase before a trained tokenizer splits text.
@@ -570,7 +574,7 @@ class CorpusDataModule(TextDataModule):
         text_column: str = "text",
         delimiter: str | None = None,
         data_dir: str | None = None,
-        tokenizer: str = "wordpiece",
+        tokenizer: str = "bpe",
         vocab_size: int = 8000,
         min_frequency: int = 2,
         lowercase: bool = True,

@@ -22,7 +22,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 def train_tokenizer(
     texts: list[str],
-    algorithm: TokenizerAlgorithm = "wordpiece",
+    algorithm: TokenizerAlgorithm = "bpe",
     vocab_size: int = 8000,
     min_frequency: int = 2,
     lowercase: bool = True,
@@ -32,8 +32,11 @@ def train_tokenizer(
 
     Args:
         texts: the training texts (the training split only, so no held-out text shapes the vocabulary).
-        algorithm: ``"wordpiece"`` (BERT-style; unknown characters become ``[UNK]``) or ``"bpe"``
-            (byte-level, GPT-2-style; never produces ``[UNK]``).
+        algorithm: ``"bpe"`` (byte-level, GPT-2-style; never produces ``[UNK]``; the same
+            vocabulary on every run) or ``"wordpiece"`` (BERT-style; unknown characters become
+            ``[UNK]``). ``tokenizers`` 0.23 trains WordPiece non-deterministically: its
+            ``##`` tokens get ids in hash-map order, which breaks ties between equally frequent
+            merges differently from run to run (huggingface/tokenizers#1794).
         vocab_size: the largest vocabulary, special tokens included; a small corpus may give fewer.
         min_frequency: a merge or word piece must occur this often to enter the vocabulary.
         lowercase: lowercase before tokenizing (texts are NFKC-normalized either way).

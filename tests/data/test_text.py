@@ -96,7 +96,8 @@ def test_batches_are_padded_to_the_longest_text(tmp_path):
     assert long_row[-1] == dm.tokenizer.sep_token_id  # cut texts still end with [SEP]
 
 
-def test_tokenizer_is_trained_on_the_training_split_only(tmp_path):
+@pytest.mark.parametrize("algorithm", ["bpe", "wordpiece"])
+def test_tokenizer_is_trained_on_the_training_split_only(tmp_path, algorithm):
     import random
 
     rng = random.Random(0)
@@ -104,12 +105,16 @@ def test_tokenizer_is_trained_on_the_training_split_only(tmp_path):
         (f"{text} {''.join(rng.choices('abcdefghijklmnopqrstuvwxyz', k=8))}", label)
         for text, label in sentiment_rows(100)
     ]  # each text ends in its own random word
-    dm = small(write_csv(tmp_path / "t.csv", rows), vocab_size=2000, test_fraction=0.3)
-    vocab = set(dm.tokenizer.get_vocab())
-    own_word = [t.split()[-1] for t in dm.texts["train"].texts]
-    assert sum(w in vocab for w in own_word) == len(own_word)  # training words: whole tokens
+    path = write_csv(tmp_path / "t.csv", rows)
+    dm = small(path, tokenizer=algorithm, vocab_size=2000, test_fraction=0.3)
+
+    def pieces(word):
+        return len(dm.tokenizer.tokenize(f"a {word}")) - 1
+
+    train_words = [t.split()[-1] for t in dm.texts["train"].texts]
     test_words = [t.split()[-1] for t in dm.texts["test"].texts]
-    assert len(test_words) == 30 and not vocab & set(test_words)  # test words: never
+    assert all(pieces(w) == 1 for w in train_words)  # seen in training: one token each
+    assert len(test_words) == 30 and all(pieces(w) > 1 for w in test_words)  # never seen: split
 
 
 def test_unseen_labels_in_test_file_error_or_drop(tmp_path):
@@ -178,13 +183,13 @@ def test_checkpoint_state_restores_the_tokenizer_and_re_encodes(tmp_path):
     path = write_csv(tmp_path / "t.csv", sentiment_rows(80))
     dm = small(path)
     state = dm.state_dict()
-    other = small(path, vocab_size=120)
+    other = small(path, tokenizer="wordpiece")
     before = next(iter(other.test_dataloader()))["input_ids"]
     other.load_state_dict(state)
     after = next(iter(other.test_dataloader()))["input_ids"]
     assert other.tokenizer.get_vocab() == dm.tokenizer.get_vocab()
     assert torch.equal(after, next(iter(dm.test_dataloader()))["input_ids"])
-    assert not torch.equal(before, after) or before.shape != after.shape
+    assert before.shape != after.shape or not torch.equal(before, after)  # it did change
 
 
 def test_predict_path_reads_new_texts_with_their_lines(tmp_path):

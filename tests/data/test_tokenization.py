@@ -42,6 +42,13 @@ def test_bpe_never_produces_unknown_tokens():
     assert tok.unk_token_id not in ids
 
 
+def test_bpe_training_is_reproducible():
+    texts = [f"{w}{i % 7} and {w}ing {i % 5}" for i, w in enumerate(["walk", "talk", "stalk"] * 40)]
+    first = train_tokenizer(texts, "bpe", vocab_size=320, min_frequency=1)
+    again = train_tokenizer(texts, "bpe", vocab_size=320, min_frequency=1)
+    assert first.get_vocab() == again.get_vocab()
+
+
 def test_state_round_trip_is_exact():
     tok = train_tokenizer(TEXTS, "wordpiece", vocab_size=300, min_frequency=1, lowercase=False)
     state = tokenizer_state(tok)
