@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
-import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lifecycle.data.augment import (
+    PipelineSpec,
+    build_pipeline,
+    check_keeps_shape,
+    pipeline_from_dict,
+    pipeline_to_dict,
+)
 from lifecycle.data.datasets import LoadedDataset, image_files, load_dataset, read_images
 from lifecycle.data.loading import SplitDataModule
 from lifecycle.data.splits import split_indices, stratified_subset
@@ -94,9 +101,13 @@ class ImageClassificationDataModule(SplitDataModule):
         std: per-channel normalization std; ``None`` computes it on the train split.
         image_size: (H, W) to resize user images to; needed when a folder holds mixed sizes.
         channels: 1 or 3 to convert user images to; default is inferred from the images.
-        train_transforms: albumentations transform (e.g. an ``A.Compose``) applied to training images
-            before normalization; ``None`` for none.
-        eval_transforms: the same for validation, test and predict images.
+        train_transforms: augmentation of training images before normalization: a preset
+            (``none``, ``light``, ``medium``, ``heavy``), a list of albumentations transform names
+            with their arguments (``[HorizontalFlip, {Affine: {rotate: [-10, 10]}}]``), or an
+            albumentations object (see :mod:`lifecycle.data.augment`). It must keep the image size.
+        eval_transforms: the same for validation, test and predict images (usually ``None``).
+            Both resolved pipelines are saved in the run folder (``transforms.json``) and in each
+            checkpoint, and ``validate``/``test``/``predict`` from a checkpoint use the saved ones.
         seed: seed of the splits and subsets.
         predict_path: a folder (searched recursively) or file of new, unlabeled images for
             ``predict``; they are converted to the training images' channels and size and
@@ -117,8 +128,8 @@ class ImageClassificationDataModule(SplitDataModule):
         std: list[float] | None = None,
         image_size: tuple[int, int] | None = None,
         channels: int | None = None,
-        train_transforms: A.BaseCompose | A.BasicTransform | None = None,
-        eval_transforms: A.BaseCompose | A.BasicTransform | None = None,
+        train_transforms: PipelineSpec = None,
+        eval_transforms: PipelineSpec = None,
         seed: int = 42,
         predict_path: str | None = None,
     ):
@@ -144,6 +155,10 @@ class ImageClassificationDataModule(SplitDataModule):
         self.channels = channels
         self.train_transforms = train_transforms
         self.eval_transforms = eval_transforms
+        self.pipelines = {
+            "train": build_pipeline(train_transforms, seed, "train_transforms"),
+            "eval": build_pipeline(eval_transforms, seed, "eval_transforms"),
+        }
         self.seed = seed
         self.predict_path = predict_path
         self.class_names: list[str] | None = None
@@ -196,15 +211,53 @@ class ImageClassificationDataModule(SplitDataModule):
             self.std if self.std is not None else pixels.std(axis=0) + 1e-6, dtype=np.float32
         )
         self.mean, self.std = mean.tolist(), std.tolist()
-        for name, split in self.splits.items():
-            transform = self.train_transforms if name == "train" else self.eval_transforms
-            self._datasets[name] = ImageDataset(split.x, split.y, mean, std, transform)
+        image = train.x[0]
+        for key in ("train", "eval"):
+            check_keeps_shape(self.pipelines[key], image, f"{key}_transforms")
         if self.predict_path is not None:
             files = image_files(self.predict_path)
             _, height, width, channels = train.x.shape
-            images = read_images(files, (height, width), channels, where=str(self.predict_path))
-            self._datasets["predict"] = ImageDataset(images, None, mean, std, self.eval_transforms)
+            self._predict_images = read_images(
+                files, (height, width), channels, where=str(self.predict_path)
+            )
             self._predict_sources = [str(p) for p in files]
+        self._build_datasets()
+        out = self._run_dir()
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "transforms.json").write_text(json.dumps(self.state_dict(), indent=2) + "\n")
+
+    def _build_datasets(self) -> None:
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        for name, split in self.splits.items():
+            transform = self.pipelines["train" if name == "train" else "eval"]
+            self._datasets[name] = ImageDataset(split.x, split.y, mean, std, transform)
+        if self.predict_path is not None:
+            self._datasets["predict"] = ImageDataset(
+                self._predict_images, None, mean, std, self.pipelines["eval"]
+            )
+
+    # ----------------------------------------------------------------- checkpoint state
+    def state_dict(self) -> dict:
+        """The resolved pipelines and normalization, so a checkpoint reproduces its inputs."""
+        return {
+            "train_transforms": pipeline_to_dict(self.pipelines["train"]),
+            "eval_transforms": pipeline_to_dict(self.pipelines["eval"]),
+            "mean": self.mean,
+            "std": self.std,
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Use a checkpoint's pipelines and normalization instead of the config's."""
+        if "eval_transforms" not in state_dict:
+            return
+        self.pipelines = {
+            "train": pipeline_from_dict(state_dict["train_transforms"]),
+            "eval": pipeline_from_dict(state_dict["eval_transforms"]),
+        }
+        self.mean, self.std = state_dict["mean"], state_dict["std"]
+        if self.splits:
+            self._build_datasets()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

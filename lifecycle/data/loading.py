@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
@@ -48,6 +50,13 @@ class SplitDataModule(L.LightningDataModule):
         self.splits: dict[str, Split] = {}
         self._datasets: dict[str, Dataset] = {}
         self._predict_sources: list[str] | None = None
+
+    def _run_dir(self) -> Path | None:
+        """The Trainer's run folder, on the process that writes files; ``None`` without one."""
+        trainer = self.trainer
+        if trainer is None or not trainer.is_global_zero or trainer.log_dir is None:
+            return None
+        return Path(trainer.log_dir)
 
     @property
     def predict_sources(self) -> list[str] | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import unicodedata
 from collections import Counter
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -174,13 +173,6 @@ class TextDataModule(SplitDataModule):
         if self.issues:
             path = write_issues(self.issues, out / "data_issues.csv")
             log.warning(f"{len(self.issues)} records left out or changed are listed in {path}.")
-
-    def _run_dir(self) -> Path | None:
-        """The Trainer's run folder, on the process that writes files; ``None`` without one."""
-        trainer = self.trainer
-        if trainer is None or not trainer.is_global_zero or trainer.log_dir is None:
-            return None
-        return Path(trainer.log_dir)
 
     def _encode(self, name: str) -> list[list[int]]:
         ids, truncated = encode(self.tokenizer, self.texts[name].texts, self.max_length)

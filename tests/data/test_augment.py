@@ -1,0 +1,129 @@
+"""Augmentation pipelines from config: presets, names with arguments, clear errors, and the
+pipelines a checkpoint keeps."""
+
+import json
+
+import albumentations as A
+import numpy as np
+import pytest
+
+from lifecycle.data import ImageClassificationDataModule
+from lifecycle.data.augment import (
+    PRESETS,
+    AugmentationError,
+    build_pipeline,
+    check_keeps_shape,
+    pipeline_from_dict,
+    pipeline_to_dict,
+)
+from tests.conftest import quiet_trainer
+
+GREY = np.random.default_rng(0).integers(0, 255, (28, 28, 1), dtype=np.uint8)
+RGB = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "none"])
+def test_presets_keep_small_grey_and_rgb_images_and_change_them(preset):
+    pipeline = build_pipeline(preset, seed=0)
+    for image in (GREY, RGB):
+        check_keeps_shape(pipeline, image, "train_transforms")
+        outs = [pipeline(image=image)["image"] for _ in range(8)]
+        assert all(o.shape[:2] == image.shape[:2] and o.dtype == np.uint8 for o in outs)
+        assert sum(not np.array_equal(o.reshape(image.shape), image) for o in outs) >= 4
+    assert build_pipeline("none") is None and build_pipeline(None) is None
+
+
+def test_names_with_arguments_from_yaml_shapes():
+    pipeline = build_pipeline(["HorizontalFlip", {"Affine": {"rotate": [-10, 10], "p": 0.7}}])
+    flip, affine = pipeline.transforms
+    assert isinstance(flip, A.HorizontalFlip) and flip.p == 0.5
+    assert isinstance(affine, A.Affine) and affine.p == 0.7 and affine.rotate == (-10.0, 10.0)
+
+
+def test_same_seed_same_samples_and_serialization_round_trip():
+    a, b = build_pipeline("heavy", seed=7), build_pipeline("heavy", seed=7)
+    assert all(np.array_equal(a(image=RGB)["image"], b(image=RGB)["image"]) for _ in range(5))
+    restored = pipeline_from_dict(json.loads(json.dumps(pipeline_to_dict(a))))
+    restored.set_random_seed(3)
+    a.set_random_seed(3)
+    assert all(
+        np.array_equal(a(image=GREY)["image"], restored(image=GREY)["image"]) for _ in range(5)
+    )
+
+
+def test_unknown_names_suggest_the_closest():
+    with pytest.raises(
+        AugmentationError,
+        match=r"train_transforms\[0\]: unknown .*'HorizntalFlip'.*Did you mean HorizontalFlip",
+    ):
+        build_pipeline(["HorizntalFlip"], where="train_transforms")
+    with pytest.raises(AugmentationError, match="'medum' is neither a preset.*Did you mean medium"):
+        build_pipeline("medum")
+
+
+def test_wrong_arguments_name_the_transform_and_what_it_takes():
+    with pytest.raises(
+        AugmentationError,
+        match=r"\[0\]: HorizontalFlip has no argument\(s\) \['prob'\]. Fix: use \['p'\]",
+    ):
+        build_pipeline([{"HorizontalFlip": {"prob": 0.5}}])
+    with pytest.raises(
+        AugmentationError,
+        match=r"Affine\(rotate='lots'\) is invalid.*help\(albumentations.Affine\)",
+    ):
+        build_pipeline([{"Affine": {"rotate": "lots"}}])
+    with pytest.raises(AugmentationError, match="one-key mapping"):
+        build_pipeline([{"HorizontalFlip": {}, "Affine": {}}])
+
+
+def test_a_shape_changing_transform_is_an_error_naming_it_and_the_fix():
+    pipeline = build_pipeline(
+        ["HorizontalFlip", {"RandomResizedCrop": {"size": [16, 16], "p": 0.1}}]
+    )
+    with pytest.raises(
+        AugmentationError,
+        match=r"RandomResizedCrop turns a 28x28 image .* into 16x16.*size \[28, 28\]",
+    ):
+        check_keeps_shape(pipeline, GREY, "train_transforms")
+    dm = ImageClassificationDataModule(
+        "digits", train_transforms=[{"Resize": {"height": 4, "width": 4}}]
+    )
+    with pytest.raises(AugmentationError, match="Resize turns a 8x8 image"):
+        dm.setup()
+
+
+def test_checkpoint_keeps_the_pipelines_and_test_uses_them(tmp_path):
+    import lightning as L
+    import torch
+
+    from lifecycle.models import MLP
+    from lifecycle.stages import ClassificationModule
+
+    flip = [{"HorizontalFlip": {"p": 1.0}}]  # deterministic, and it matters for digits
+    dm = ImageClassificationDataModule(
+        "digits", train_transforms="light", eval_transforms=flip, batch_size=64
+    )
+    torch.manual_seed(0)
+    model = ClassificationModule(MLP(in_features=64, hidden=[64]), num_classes=10)
+    logger = L.pytorch.loggers.CSVLogger(tmp_path)
+    trainer = quiet_trainer(tmp_path, max_epochs=3, logger=logger, enable_checkpointing=True)
+    trainer.fit(model, datamodule=dm)
+    flipped = trainer.test(model, datamodule=dm, verbose=False)[0]["test/accuracy"]
+    saved = json.loads((tmp_path / "lightning_logs" / "version_0" / "transforms.json").read_text())
+    assert (
+        saved["eval_transforms"]["transform"]["transforms"][0]["__class_fullname__"]
+        == "HorizontalFlip"
+    )
+
+    plain = ImageClassificationDataModule("digits", batch_size=64)  # the user repeats no transform
+    unflipped = quiet_trainer(tmp_path).test(model, datamodule=plain, verbose=False)[0][
+        "test/accuracy"
+    ]
+    ckpt = trainer.checkpoint_callback.best_model_path
+    # weights_only=False: a module built in Python keeps its optimizer class in the hyperparameters
+    again = quiet_trainer(tmp_path).test(
+        model, datamodule=plain, ckpt_path=ckpt, verbose=False, weights_only=False
+    )
+    assert plain.pipelines["eval"] is not None  # restored from the checkpoint
+    assert again[0]["test/accuracy"] == pytest.approx(flipped)
+    assert unflipped != pytest.approx(flipped)
