@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Literal
 
@@ -29,7 +30,11 @@ class ImageDataset(Dataset):
 
     Without a transform the whole split is normalized once into a float tensor and batches are
     sliced out of it (``__getitems__``), which keeps data loading a small share of a step. With
-    an albumentations transform, each image is augmented on the fly, then normalized.
+    an albumentations transform, each image is augmented on the fly, then normalized; indices
+    are then ``(epoch, i)`` pairs (an :class:`~lifecycle.data.loading.EpochSampler` draws them)
+    and image ``i`` in epoch ``epoch`` is augmented with a random state seeded from
+    ``(seed, epoch, i)``, so the augmented samples are the same on every run and with any
+    number of DataLoader workers.
     """
 
     def __init__(
@@ -39,10 +44,13 @@ class ImageDataset(Dataset):
         mean: np.ndarray,
         std: np.ndarray,
         transform=None,
+        seed: int = 0,
     ):
         self.labels = torch.as_tensor(labels, dtype=torch.long) if labels is not None else None
         self.size = len(images)
         self.transform = transform
+        self.seed = seed
+        self.epoch_indexed = transform is not None
         self.mean = mean.astype(np.float32)
         self.std = std.astype(np.float32)
         if transform is None:
@@ -63,16 +71,23 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {key: value[0] for key, value in self.__getitems__([i]).items()}
 
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        index = torch.as_tensor(indices, dtype=torch.long)
+    def augment(self, i: int, epoch: int = 0) -> np.ndarray:
+        """Image ``i`` as augmented in ``epoch`` (H, W, C uint8): the same on every call."""
+        state = np.random.SeedSequence([self.seed, epoch, i]).generate_state(2)
+        self.transform.set_random_state(
+            np.random.default_rng(state[0]), random.Random(int(state[1]))
+        )
+        image = self.transform(image=self.images[i])["image"]
+        return image[..., None] if image.ndim == 2 else image
+
+    def __getitems__(self, indices: list) -> dict[str, torch.Tensor]:
         if self.tensor is not None:
+            index = torch.as_tensor(indices, dtype=torch.long)
             images = self.tensor[index]
         else:
-            out = []
-            for i in indices:
-                image = self.transform(image=self.images[i])["image"]
-                out.append(image[..., None] if image.ndim == 2 else image)
-            images = self._normalize(np.stack(out))
+            pairs = [(0, i) if isinstance(i, int | np.integer) else i for i in indices]
+            index = torch.as_tensor([i for _, i in pairs], dtype=torch.long)
+            images = self._normalize(np.stack([self.augment(i, epoch) for epoch, i in pairs]))
         if self.labels is None:
             return {"image": images}
         return {"image": images, "label": self.labels[index]}
@@ -231,10 +246,10 @@ class ImageClassificationDataModule(SplitDataModule):
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
         for name, split in self.splits.items():
             transform = self.pipelines["train" if name == "train" else "eval"]
-            self._datasets[name] = ImageDataset(split.x, split.y, mean, std, transform)
+            self._datasets[name] = ImageDataset(split.x, split.y, mean, std, transform, self.seed)
         if self.predict_path is not None:
             self._datasets["predict"] = ImageDataset(
-                self._predict_images, None, mean, std, self.pipelines["eval"]
+                self._predict_images, None, mean, std, self.pipelines["eval"], self.seed
             )
 
     # ----------------------------------------------------------------- checkpoint state

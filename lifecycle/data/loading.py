@@ -6,7 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from lifecycle.data.datasets import Split
 
@@ -16,19 +16,48 @@ def collate_batch(batch):
     return batch if isinstance(batch, dict) else default_collate(batch)
 
 
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` pairs: a seeded shuffle that changes every epoch, and the epoch
+    each sample is drawn in, so a dataset can seed each sample's augmentation from
+    ``(seed, epoch, index)`` alone: the same augmented samples on every run, whatever the number
+    of DataLoader workers. Lightning calls :meth:`set_epoch` before each epoch (also on resume).
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int):
+        self.size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        epoch = self.epoch
+        if not self.shuffle:
+            return ((epoch, i) for i in range(self.size))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return ((epoch, i) for i in torch.randperm(self.size, generator=generator).tolist())
+
+
 def make_loader(
     dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int
 ) -> DataLoader:
-    """A DataLoader with fork workers (fast to start; at most 2 are useful on 2 cores) and a seeded shuffle."""
+    """A DataLoader with fork workers (fast to start; at most 2 are useful on 2 cores) and a
+    seeded shuffle; an :class:`EpochSampler` for datasets that seed samples (``epoch_indexed``)."""
+    if getattr(dataset, "epoch_indexed", False):
+        order = {"sampler": EpochSampler(len(dataset), shuffle, seed)}
+    else:
+        order = {"shuffle": shuffle}
+        order["generator"] = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
         num_workers=num_workers,
         collate_fn=collate_batch,
         persistent_workers=num_workers > 0,
         multiprocessing_context="fork" if num_workers > 0 else None,
-        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        **order,
     )
 
 

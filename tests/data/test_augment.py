@@ -127,3 +127,28 @@ def test_checkpoint_keeps_the_pipelines_and_test_uses_them(tmp_path):
     assert plain.pipelines["eval"] is not None  # restored from the checkpoint
     assert again[0]["test/accuracy"] == pytest.approx(flipped)
     assert unflipped != pytest.approx(flipped)
+
+
+def test_augmented_samples_repeat_across_runs_and_workers_and_change_across_epochs():
+    import torch
+
+    def first_batches(workers, epoch=0):
+        dm = ImageClassificationDataModule(
+            "digits", train_transforms="heavy", batch_size=32, num_workers=workers
+        )
+        dm.setup()
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)  # what Lightning does before each epoch
+        batches = iter(loader)
+        return [next(batches) for _ in range(3)]
+
+    base = first_batches(0)
+    for other in (first_batches(0), first_batches(2)):
+        assert all(torch.equal(a["image"], b["image"]) for a, b in zip(base, other, strict=True))
+    later = first_batches(0, epoch=1)
+    assert not torch.equal(base[0]["label"], later[0]["label"])  # a new order
+    dm = ImageClassificationDataModule("digits", train_transforms="heavy")
+    dm.setup()
+    dataset = dm._datasets["train"]
+    assert np.array_equal(dataset.augment(5, epoch=1), dataset.augment(5, epoch=1))
+    assert not np.array_equal(dataset.augment(5, epoch=1), dataset.augment(5, epoch=2))
