@@ -66,6 +66,13 @@ class ClassificationModule(SupervisedModule):
         monitor: metric that ``ReduceLROnPlateau`` watches.
         l1_penalty: weight of an explicit L1 penalty on weights (0 disables it).
         label_smoothing: cross-entropy label smoothing in [0, 1).
+        mix: batch-level mixing of training inputs: ``"mixup"`` (Zhang et al. 2018: a convex
+            combination of two images), ``"cutmix"`` (Yun et al. 2019: a box of one image pasted
+            into another), or ``None``. The loss is ``lam * CE(y_a) + (1 - lam) * CE(y_b)`` with
+            ``lam`` the share of the first input (for CutMix, its share of the area).
+            Validation, test and predict never mix. Needs float inputs (images, features).
+        mix_alpha: ``lam ~ Beta(mix_alpha, mix_alpha)``; 0.2 suits MixUp, 1.0 CutMix.
+        mix_prob: share of training batches that are mixed.
         class_weights: per-class loss weights (e.g. for imbalanced data), or ``None``.
         input_key: the batch field(s) fed to the backbone, in order: ``image`` for images,
             ``features`` for tables, ``[input_ids, attention_mask]`` for text. Default: the
@@ -87,6 +94,9 @@ class ClassificationModule(SupervisedModule):
         monitor: str = "val/loss",
         l1_penalty: float = 0.0,
         label_smoothing: float = 0.0,
+        mix: Literal["mixup", "cutmix"] | None = None,
+        mix_alpha: float = 0.2,
+        mix_prob: float = 1.0,
         class_weights: list[float] | None = None,
         input_key: str | list[str] | None = None,
         compile: bool = False,
@@ -96,6 +106,12 @@ class ClassificationModule(SupervisedModule):
             raise ValueError(f"`num_classes` must be >= 2, got {num_classes}.")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}.")
+        if mix not in (None, "mixup", "cutmix"):
+            raise ValueError(f"`mix` must be 'mixup', 'cutmix' or null, got {mix!r}.")
+        if mix is not None and (mix_alpha <= 0 or not 0 < mix_prob <= 1):
+            raise ValueError(
+                f"`mix_alpha` must be > 0 and `mix_prob` in (0, 1], got {mix_alpha}, {mix_prob}."
+            )
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(
                 f"`class_weights` has {len(class_weights)} entries for {num_classes} classes."
@@ -119,6 +135,7 @@ class ClassificationModule(SupervisedModule):
         )
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+        self.mix, self.mix_alpha, self.mix_prob = mix, mix_alpha, mix_prob
         weights = (
             torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         )
@@ -158,9 +175,38 @@ class ClassificationModule(SupervisedModule):
     def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self.forward_batch(batch)
         target = batch[self.target_key]
-        loss = F.cross_entropy(
+        return self._loss(logits, target), logits, target
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
             logits, target, weight=self.class_weights, label_smoothing=self.label_smoothing
         )
+
+    def _mixed_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """MixUp or CutMix on the batch's first input; the loss weighs both targets by ``lam``."""
+        inputs = self.inputs(batch)
+        x, target = inputs[0], batch[self.target_key]
+        if not x.is_floating_point() or (self.mix == "cutmix" and x.ndim != 4):
+            raise ValueError(
+                f"`mix: {self.mix}` needs float {'images (B, C, H, W)' if self.mix == 'cutmix' else 'inputs'}"
+                f", but the batch's '{self.input_keys[0]}' is {tuple(x.shape)} {x.dtype}. "
+                "Fix: set `mix: null` (token ids cannot be mixed)."
+            )
+        lam = float(torch.distributions.Beta(self.mix_alpha, self.mix_alpha).sample())
+        perm = torch.randperm(len(x), device=x.device)
+        if self.mix == "mixup":
+            x = lam * x + (1 - lam) * x[perm]
+        else:
+            height, width = x.shape[-2:]
+            cut_h, cut_w = int(height * (1 - lam) ** 0.5), int(width * (1 - lam) ** 0.5)
+            cy, cx = int(torch.randint(height, ())), int(torch.randint(width, ()))
+            top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+            left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+            x = x.clone()
+            x[..., top:bottom, left:right] = x[perm][..., top:bottom, left:right]
+            lam = 1 - (bottom - top) * (right - left) / (height * width)
+        logits = self(x, *inputs[1:])
+        loss = lam * self._loss(logits, target) + (1 - lam) * self._loss(logits, target[perm])
         return loss, logits, target
 
     def _scores(self, logits: torch.Tensor) -> torch.Tensor:
@@ -168,7 +214,8 @@ class ClassificationModule(SupervisedModule):
         return probs[:, 1] if self.num_classes == 2 else probs
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, logits, target = self._shared_step(batch)
+        mixed = self.mix is not None and float(torch.rand(())) < self.mix_prob
+        loss, logits, target = self._mixed_step(batch) if mixed else self._shared_step(batch)
         # update() only: the epoch value is computed once at epoch end (forward() would also
         # compute a per-batch value nobody logs, a measurable cost per step)
         self.train_accuracy.update(self._scores(logits.detach()), target)

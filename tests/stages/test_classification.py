@@ -150,3 +150,75 @@ def test_trainer_gradient_clipping_bounds_the_update(tmp_path, algorithm):
     else:
         assert torch.cat(deltas).norm().item() <= 1e-3 * (1 + 1e-4)
     assert torch.cat(deltas).abs().max().item() > 0
+
+
+class Recorder(torch.nn.Module):
+    """A linear backbone that keeps the last input it saw."""
+
+    def __init__(self, in_features):
+        super().__init__()
+        self.linear = torch.nn.Linear(in_features, 4)
+        self.out_features = 4
+
+    def forward(self, x):
+        self.seen = x.detach().clone()
+        return self.linear(x.flatten(1))
+
+
+@pytest.mark.parametrize("mix", ["mixup", "cutmix"])
+def test_mixing_blends_inputs_and_weighs_both_targets_by_lam(mix, monkeypatch):
+    torch.manual_seed(0)
+    model = ClassificationModule(Recorder(64), num_classes=3, mix=mix)
+    x = torch.randn(6, 1, 8, 8)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    perm = torch.tensor([1, 2, 3, 4, 5, 0])
+    monkeypatch.setattr(torch.distributions.Beta, "sample", lambda self: torch.tensor(0.75))
+    monkeypatch.setattr(torch, "randperm", lambda n, device=None: perm)
+    loss = model.training_step({"image": x, "label": y}, 0)
+    seen = model.backbone.seen
+    if mix == "mixup":
+        lam = 0.75
+        assert torch.allclose(seen, 0.75 * x + 0.25 * x[perm])
+    else:
+        pasted = (seen != x).flatten(1).any(0).reshape(8, 8)
+        assert 0 < pasted.sum() <= 16  # one box of at most 4x4 = (1 - 0.75) of 8x8
+        lam = 1 - pasted.sum().item() / 64
+        assert torch.equal(seen[..., pasted], x[perm][..., pasted])
+    logits = model.head(model.backbone.linear(seen.flatten(1)))
+    expected = lam * torch.nn.functional.cross_entropy(logits, y) + (
+        1 - lam
+    ) * torch.nn.functional.cross_entropy(logits, y[perm])
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_mixup_still_learns_digits_and_never_mixes_evaluation(tmp_path):
+    torch.manual_seed(0)
+    dm = ImageClassificationDataModule("digits", batch_size=64)
+    model = ClassificationModule(
+        MLP(in_features=64, hidden=[64]),
+        num_classes=10,
+        mix="mixup",
+        optimizer=partial(torch.optim.Adam, lr=0.01),
+    )
+    trainer = quiet_trainer(tmp_path, max_epochs=8)
+    trainer.fit(model, dm)
+    assert trainer.test(model, dm, verbose=False)[0]["test/accuracy"] > 0.9
+
+
+def test_mixing_token_ids_is_a_clear_error():
+    from lifecycle.models import TextCNN
+
+    model = ClassificationModule(
+        TextCNN(vocab_size=20, embedding_dim=4, num_filters=2), 2, mix="mixup"
+    )
+    batch = {
+        "input_ids": torch.ones(2, 5, dtype=torch.long),
+        "attention_mask": torch.ones(2, 5, dtype=torch.long),
+        "label": torch.tensor([0, 1]),
+    }
+    with pytest.raises(
+        ValueError, match=r"`mix: mixup` needs float inputs.*token ids cannot be mixed"
+    ):
+        model.training_step(batch, 0)
+    with pytest.raises(ValueError, match="'mixup', 'cutmix' or null"):
+        ClassificationModule(MLP(in_features=4), 2, mix="mixcut")
