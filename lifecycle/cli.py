@@ -111,8 +111,61 @@ class LifecycleCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+def augment_command(args: list[str]) -> Path:
+    """``lifecycle augment preview --config RECIPE [--out grid.png] [--samples 8] [--views 5]``:
+    a grid of training images beside their augmented versions, from a recipe's data config
+    (any ``--data...`` override works as for ``fit``)."""
+    import argparse
+
+    from lifecycle.data.augment import preview
+    from lifecycle.data.images import ImageClassificationDataModule
+
+    parser = argparse.ArgumentParser(
+        prog="lifecycle augment",
+        description="Look at a recipe's augmentation before training with it.",
+    )
+    parser.add_argument("action", choices=["preview"])
+    parser.add_argument("--out", default="augment_preview.png", help="PNG file to write")
+    parser.add_argument("--samples", type=int, default=8, help="images (rows)")
+    parser.add_argument("--views", type=int, default=5, help="augmented versions of each")
+    parser.add_argument("--split", default="train", choices=["train", "val", "test"])
+    known, rest = parser.parse_known_args(args)
+    if not any(
+        a == "--config" or a.startswith("--config=") or a.startswith("--data") for a in rest
+    ):
+        parser.error("give the recipe: --config recipes/<dataset>/<recipe>.yaml")
+    cli = LifecycleCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=42,
+        run=False,
+        args=rest,
+        auto_configure_optimizers=False,
+    )
+    if not isinstance(cli.datamodule, ImageClassificationDataModule):
+        parser.error(
+            f"augment preview shows image pipelines; this config's data is "
+            f"{type(cli.datamodule).__name__}."
+        )
+    figure = preview(cli.datamodule, known.samples, known.views, known.split)
+    out = Path(known.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    print(f"wrote {out}")
+    return out
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lifecycle`` console script (``args`` default to ``sys.argv[1:]``)."""
+    """Entry point of the ``lifecycle`` console script (``args`` default to ``sys.argv[1:]``):
+    LightningCLI's ``fit``/``validate``/``test``/``predict``, and ``augment preview``."""
+    import sys
+
+    args = sys.argv[1:] if args is None else list(args)
+    if args[:1] == ["augment"]:
+        augment_command(args[1:])
+        return
     LifecycleCLI(
         LightningModule,
         LightningDataModule,

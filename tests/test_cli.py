@@ -301,3 +301,21 @@ def test_tweets_rnn_recipe_on_real_tweets_then_predict_from_the_checkpoint(tmp_p
     assert [r.split(",")[1] for r in rows[1:]] == ["new.txt:line 1", "new.txt:line 2"]
     probs = [sum(map(float, r.split(",")[3:])) for r in rows[1:]]
     assert all(abs(p - 1) < 1e-4 for p in probs)
+
+
+def test_augment_preview_writes_a_grid_from_a_recipe(tmp_path):
+    out = tmp_path / "grid.png"
+    proc = run_cli("augment", "preview", "--config", REPO / "recipes/digits/classify.yaml",
+                   "--data.init_args.train_transforms", "heavy", "--samples", "3", "--views", "2",
+                   "--out", out, "--trainer.default_root_dir", tmp_path)  # fmt: skip
+    assert f"wrote {out}" in proc.stdout
+    from PIL import Image
+
+    with Image.open(out) as image:
+        width, height = image.size
+    assert out.read_bytes()[:4] == b"\x89PNG" and height > width  # 3 rows of 3 pictures + titles
+    bad = run_cli("augment", "preview", "--config", REPO / "recipes/tweets/classify_cnn.yaml",
+                  "--out", out, "--trainer.default_root_dir", tmp_path, check=False)  # fmt: skip
+    assert bad.returncode == 2 and "TextClassificationDataModule" in bad.stderr
+    bad = run_cli("augment", "preview", "--out", out, check=False)
+    assert bad.returncode == 2 and "give the recipe: --config" in bad.stderr

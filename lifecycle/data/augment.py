@@ -218,3 +218,51 @@ def check_keeps_shape(pipeline: A.BaseCompose | None, image: np.ndarray, where: 
                 f"it a size of {image.shape[0]}x{image.shape[1]} (e.g. RandomResizedCrop size "
                 f"[{image.shape[0]}, {image.shape[1]}]), follow it with Resize, or leave it out."
             )
+
+
+def preview(datamodule, samples: int = 8, views: int = 5, split: str = "train"):
+    """A grid of ``samples`` images (rows): the original, then ``views`` augmented versions as
+    training sees them in epochs 0, 1, ... (the same pictures on every call).
+
+    Args:
+        datamodule: an :class:`~lifecycle.data.images.ImageClassificationDataModule` (set up here
+            when needed).
+        samples: images to show, one per class first (so every class appears when it can).
+        views: augmented versions of each.
+        split: ``"train"`` (the train pipeline) or ``"val"``/``"test"`` (the eval pipeline).
+
+    Returns:
+        A matplotlib ``Figure`` (built without pyplot).
+    """
+    from matplotlib.figure import Figure
+
+    datamodule.setup("fit")
+    dataset = datamodule._datasets[split]
+    labels = datamodule.splits[split].y
+    names = datamodule.class_names or [str(c) for c in sorted(set(labels))]
+    first = [int(np.flatnonzero(labels == c)[0]) for c in sorted(set(labels.tolist()))]
+    rest = [i for i in range(len(labels)) if i not in set(first)]
+    rows = (first + rest)[:samples]
+    pipeline = dataset.transform
+    fig = Figure(figsize=(1.3 * (views + 1), 1.3 * len(rows) + 0.6))
+    axes = fig.subplots(len(rows), views + 1, squeeze=False)
+    for r, i in enumerate(rows):
+        raw = datamodule.splits[split].x[i]
+        if pipeline is None:
+            images = [raw] * (views + 1)
+        else:
+            images = [raw] + [dataset.augment(i, epoch) for epoch in range(views)]
+        for c, image in enumerate(images):
+            ax = axes[r][c]
+            ax.imshow(
+                image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("original" if c == 0 else f"epoch {c - 1}", fontsize=8)
+        axes[r][0].set_ylabel(str(names[int(labels[i])]), fontsize=8)
+    label = "train" if split == "train" else "eval"
+    fig.suptitle(f"{label} augmentation" + ("" if pipeline is not None else ": none"), fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -152,3 +152,19 @@ def test_augmented_samples_repeat_across_runs_and_workers_and_change_across_epoc
     dataset = dm._datasets["train"]
     assert np.array_equal(dataset.augment(5, epoch=1), dataset.augment(5, epoch=1))
     assert not np.array_equal(dataset.augment(5, epoch=1), dataset.augment(5, epoch=2))
+
+
+def test_preview_grid_shows_originals_then_each_epochs_augmentation():
+    from lifecycle.data.augment import preview
+
+    dm = ImageClassificationDataModule("digits", train_transforms="medium")
+    fig = preview(dm, samples=4, views=3)
+    axes = fig.axes
+    assert len(axes) == 4 * 4
+    assert [a.get_title() for a in axes[:4]] == ["original", "epoch 0", "epoch 1", "epoch 2"]
+    first_class = int(np.flatnonzero(dm.splits["train"].y == 0)[0])
+    shown = axes[0].get_images()[0].get_array()
+    assert np.array_equal(np.asarray(shown), dm.splits["train"].x[first_class][..., 0])
+    augmented = np.asarray(axes[1].get_images()[0].get_array())
+    assert np.array_equal(augmented, dm._datasets["train"].augment(first_class, 0)[..., 0])
+    assert [a.get_ylabel() for a in axes[::4]] == ["0", "1", "2", "3"]  # one class per row
