@@ -266,3 +266,50 @@ def preview(datamodule, samples: int = 8, views: int = 5, split: str = "train"):
     fig.suptitle(f"{label} augmentation" + ("" if pipeline is not None else ": none"), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+class TokenAugment:
+    """Text augmentation on token ids: each token is deleted, swapped with its right neighbour,
+    or replaced by the mask token, each with its own probability (in that order). Leading and
+    trailing special tokens (``[CLS]``, ``[SEP]``) are kept, and a text never loses all its tokens.
+
+    Args:
+        mask: probability of replacing a token by ``mask_id``.
+        delete: probability of deleting a token.
+        swap: probability of swapping a token with the next one.
+        mask_id: the mask token's id (the tokenizer's ``[MASK]``, else its unknown token).
+        special_ids: ids that are never changed where they open or close a text.
+    """
+
+    def __init__(
+        self, mask: float, delete: float, swap: float, mask_id: int, special_ids: set[int]
+    ):
+        for name, p in (("augment_mask", mask), ("augment_delete", delete), ("augment_swap", swap)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"`{name}` must be a probability in [0, 1), got {p}.")
+        self.mask, self.delete, self.swap = mask, delete, swap
+        self.mask_id, self.special_ids = mask_id, special_ids
+
+    def __bool__(self) -> bool:
+        return bool(self.mask or self.delete or self.swap)
+
+    def __call__(self, ids: list[int], rng: np.random.Generator) -> list[int]:
+        start, end = 0, len(ids)
+        while start < end and ids[start] in self.special_ids:
+            start += 1
+        while end > start and ids[end - 1] in self.special_ids:
+            end -= 1
+        body = list(ids[start:end])
+        if self.delete and len(body) > 1:
+            kept = [t for t, r in zip(body, rng.random(len(body)), strict=True) if r >= self.delete]
+            body = kept or body[:1]
+        if self.swap:
+            for j, r in enumerate(rng.random(max(len(body) - 1, 0))):
+                if r < self.swap:
+                    body[j], body[j + 1] = body[j + 1], body[j]
+        if self.mask:
+            body = [
+                self.mask_id if r < self.mask else t
+                for t, r in zip(body, rng.random(len(body)), strict=True)
+            ]
+        return list(ids[:start]) + body + list(ids[end:])

@@ -45,11 +45,13 @@ class ImageDataset(Dataset):
         std: np.ndarray,
         transform=None,
         seed: int = 0,
+        views: int = 1,
     ):
         self.labels = torch.as_tensor(labels, dtype=torch.long) if labels is not None else None
         self.size = len(images)
         self.transform = transform
         self.seed = seed
+        self.views = views if transform is not None else 1
         self.epoch_indexed = transform is not None
         self.mean = mean.astype(np.float32)
         self.std = std.astype(np.float32)
@@ -71,9 +73,11 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {key: value[0] for key, value in self.__getitems__([i]).items()}
 
-    def augment(self, i: int, epoch: int = 0) -> np.ndarray:
-        """Image ``i`` as augmented in ``epoch`` (H, W, C uint8): the same on every call."""
-        state = np.random.SeedSequence([self.seed, epoch, i]).generate_state(2)
+    def augment(self, i: int, epoch: int = 0, view: int = 0) -> np.ndarray:
+        """Image ``i`` as augmented in ``epoch`` (H, W, C uint8): the same on every call;
+        ``view`` > 0 draws further independent augmentations of it."""
+        key = [self.seed, epoch, i] + ([view] if view else [])
+        state = np.random.SeedSequence(key).generate_state(2)
         self.transform.set_random_state(
             np.random.default_rng(state[0]), random.Random(int(state[1]))
         )
@@ -87,7 +91,14 @@ class ImageDataset(Dataset):
         else:
             pairs = [(0, i) if isinstance(i, int | np.integer) else i for i in indices]
             index = torch.as_tensor([i for _, i in pairs], dtype=torch.long)
-            images = self._normalize(np.stack([self.augment(i, epoch) for epoch, i in pairs]))
+            views = [
+                self._normalize(np.stack([self.augment(i, epoch, v) for epoch, i in pairs]))
+                for v in range(self.views)
+            ]
+            images = views[0]
+            if self.views > 1:
+                batch = {"image": images, "views": torch.stack(views, dim=1)}
+                return batch if self.labels is None else {**batch, "label": self.labels[index]}
         if self.labels is None:
             return {"image": images}
         return {"image": images, "label": self.labels[index]}
@@ -123,7 +134,11 @@ class ImageClassificationDataModule(SplitDataModule):
         eval_transforms: the same for validation, test and predict images (usually ``None``).
             Both resolved pipelines are saved in the run folder (``transforms.json``) and in each
             checkpoint, and ``validate``/``test``/``predict`` from a checkpoint use the saved ones.
-        seed: seed of the splits and subsets.
+        seed: seed of the splits, subsets and augmentation.
+        views: independently augmented views of each training image (needs ``train_transforms``).
+            With more than one, training batches also hold ``"views"`` (B, V, C, H, W), e.g. for
+            contrastive pretraining; ``"image"`` is always view 0, so a teacher and a student fed
+            from the same batch see the very same augmented image.
         predict_path: a folder (searched recursively) or file of new, unlabeled images for
             ``predict``; they are converted to the training images' channels and size and
             normalized alike. ``None`` predicts on the test split.
@@ -147,6 +162,7 @@ class ImageClassificationDataModule(SplitDataModule):
         eval_transforms: PipelineSpec = None,
         seed: int = 42,
         predict_path: str | None = None,
+        views: int = 1,
     ):
         super().__init__()
         if batch_size != "full" and (not isinstance(batch_size, int) or batch_size < 1):
@@ -176,6 +192,12 @@ class ImageClassificationDataModule(SplitDataModule):
         }
         self.seed = seed
         self.predict_path = predict_path
+        if views < 1 or (views > 1 and train_transforms is None):
+            raise ValueError(
+                f"`views: {views}` needs at least 1 view, and several views need "
+                "`train_transforms` (identical copies of an image teach nothing)."
+            )
+        self.views = views
         self.class_names: list[str] | None = None
         self.num_classes: int | None = None
 
@@ -246,7 +268,10 @@ class ImageClassificationDataModule(SplitDataModule):
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
         for name, split in self.splits.items():
             transform = self.pipelines["train" if name == "train" else "eval"]
-            self._datasets[name] = ImageDataset(split.x, split.y, mean, std, transform, self.seed)
+            views = self.views if name == "train" else 1
+            self._datasets[name] = ImageDataset(
+                split.x, split.y, mean, std, transform, self.seed, views
+            )
         if self.predict_path is not None:
             self._datasets["predict"] = ImageDataset(
                 self._predict_images, None, mean, std, self.pipelines["eval"], self.seed

@@ -81,9 +81,12 @@ class SplitDataModule(L.LightningDataModule):
         self._predict_sources: list[str] | None = None
 
     def _run_dir(self) -> Path | None:
-        """The Trainer's run folder, on the process that writes files; ``None`` without one."""
+        """The run folder (the Trainer's logger's), on the process that writes files; ``None``
+        without a Trainer or a logger (``logger=False``: nothing is written beside the checkpoints)."""
         trainer = self.trainer
-        if trainer is None or not trainer.is_global_zero or trainer.log_dir is None:
+        if trainer is None or not trainer.loggers or not trainer.is_global_zero:
+            return None
+        if trainer.log_dir is None:
             return None
         return Path(trainer.log_dir)
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lifecycle.data.augment import TokenAugment
 from lifecycle.data.corpora import EncodingErrors, TextTable, load_text_dataset, read_text_file
 from lifecycle.data.datasets import DataValidationError
 from lifecycle.data.loading import SplitDataModule
@@ -69,12 +70,25 @@ class TextDataset(Dataset):
     """Token ids (and labels) as dict samples; ``__getitems__`` pads a batch to its longest text.
 
     Batches: ``{"input_ids": long (B, L), "attention_mask": long (B, L)[, "label": long (B,)]}``.
+    With ``augment`` (a :class:`~lifecycle.data.augment.TokenAugment`), indices are
+    ``(epoch, i)`` pairs and text ``i`` is augmented with a generator seeded from
+    ``(seed, epoch, i)``: the same on every run and with any number of workers.
     """
 
-    def __init__(self, ids: list[list[int]], labels: np.ndarray | None, pad_id: int):
+    def __init__(
+        self,
+        ids: list[list[int]],
+        labels: np.ndarray | None,
+        pad_id: int,
+        augment: TokenAugment | None = None,
+        seed: int = 0,
+    ):
         self.ids = ids
         self.labels = torch.as_tensor(labels, dtype=torch.long) if labels is not None else None
         self.pad_id = pad_id
+        self.augment = augment if augment else None
+        self.seed = seed
+        self.epoch_indexed = self.augment is not None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,8 +96,17 @@ class TextDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {key: value[0] for key, value in self.__getitems__([i]).items()}
 
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        input_ids, mask = pad_rows([self.ids[i] for i in indices], self.pad_id)
+    def row(self, i: int, epoch: int = 0) -> list[int]:
+        """Text ``i``'s token ids as seen in ``epoch`` (augmented when there is ``augment``)."""
+        if self.augment is None:
+            return self.ids[i]
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, i]))
+        return self.augment(self.ids[i], rng)
+
+    def __getitems__(self, indices: list) -> dict[str, torch.Tensor]:
+        pairs = [i if isinstance(i, tuple) else (0, i) for i in indices]
+        indices = [i for _, i in pairs]
+        input_ids, mask = pad_rows([self.row(i, epoch) for epoch, i in pairs], self.pad_id)
         batch = {"input_ids": input_ids, "attention_mask": mask}
         if self.labels is not None:
             batch["label"] = self.labels[torch.as_tensor(indices, dtype=torch.long)]
@@ -248,6 +271,11 @@ class TextClassificationDataModule(TextDataModule):
             lacks: ``"error"`` or ``"drop"`` (listed).
         encoding_errors: records with bytes that are not UTF-8: ``"replace"`` (U+FFFD; counted),
             ``"drop"`` (listed) or ``"error"``.
+        augment_mask: training-time augmentation: probability of replacing each token by the
+            mask token (``[MASK]``; the unknown token where there is none).
+        augment_delete: probability of deleting each training token.
+        augment_swap: probability of swapping each training token with the next one. All three
+            are seeded from (``seed``, epoch, text) and never touch ``[CLS]``/``[SEP]``.
         batch_size: texts per training batch.
         eval_batch_size: texts per batch for validation, test and predict (default ``batch_size``).
         num_workers: DataLoader worker processes.
@@ -275,6 +303,9 @@ class TextClassificationDataModule(TextDataModule):
         deduplicate: bool = True,
         unseen_labels: Literal["error", "drop"] = "error",
         encoding_errors: EncodingErrors = "replace",
+        augment_mask: float = 0.0,
+        augment_delete: float = 0.0,
+        augment_swap: float = 0.0,
         batch_size: int = 64,
         eval_batch_size: int | None = 256,
         num_workers: int = 0,
@@ -307,6 +338,8 @@ class TextClassificationDataModule(TextDataModule):
         self.data_dir = data_dir
         self.train_subset = train_subset
         self.unseen_labels = unseen_labels
+        self.augment_probs = (augment_mask, augment_delete, augment_swap)
+        TokenAugment(*self.augment_probs, mask_id=0, special_ids=set())  # checks the ranges
         self.predict_path = predict_path
         self.class_names: list[str] | None = None
         self.num_classes: int | None = None
@@ -467,7 +500,12 @@ class TextClassificationDataModule(TextDataModule):
         if labels is not None:
             index = {label: i for i, label in enumerate(self.class_names)}
             codes = np.array([index[label] for label in labels], dtype=np.int64)
-        return TextDataset(ids, codes, self.tokenizer.pad_token_id)
+        augment = None
+        if name == "train" and any(self.augment_probs):
+            tok = self.tokenizer
+            mask_id = tok.mask_token_id if tok.mask_token_id is not None else tok.unk_token_id
+            augment = TokenAugment(*self.augment_probs, mask_id, set(tok.all_special_ids))
+        return TextDataset(ids, codes, self.tokenizer.pad_token_id, augment, self.seed)
 
     @property
     def predict_sources(self) -> list[str] | None:

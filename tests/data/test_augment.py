@@ -168,3 +168,68 @@ def test_preview_grid_shows_originals_then_each_epochs_augmentation():
     augmented = np.asarray(axes[1].get_images()[0].get_array())
     assert np.array_equal(augmented, dm._datasets["train"].augment(first_class, 0)[..., 0])
     assert [a.get_ylabel() for a in axes[::4]] == ["0", "1", "2", "3"]  # one class per row
+
+
+def test_token_augment_masks_deletes_and_swaps_but_keeps_the_ends():
+    from lifecycle.data.augment import TokenAugment
+
+    ids = [2] + list(range(10, 40)) + [3]
+    rng = np.random.default_rng(0)
+    masked = TokenAugment(0.5, 0, 0, mask_id=4, special_ids={2, 3})(ids, rng)
+    assert len(masked) == len(ids) and masked[0] == 2 and masked[-1] == 3
+    assert 5 <= masked.count(4) <= 25 and all(m in (4, t) for m, t in zip(masked, ids, strict=True))
+    deleted = TokenAugment(0, 0.5, 0, 4, {2, 3})(ids, rng)
+    assert deleted[0] == 2 and deleted[-1] == 3 and 7 <= len(deleted) - 2 <= 25
+    assert deleted[1:-1] == sorted(deleted[1:-1])  # what is left keeps its order
+    swapped = TokenAugment(0, 0, 0.3, 4, {2, 3})(ids, rng)
+    assert sorted(swapped) == sorted(ids) and swapped != ids and swapped[0] == 2
+    assert TokenAugment(0, 0.99, 0, 4, {2, 3})([2, 11, 3], rng) == [2, 11, 3]  # never empty
+    with pytest.raises(ValueError, match="`augment_swap` must be a probability"):
+        TokenAugment(0, 0, 1.5, 4, set())
+
+
+def test_text_augmentation_is_seeded_per_text_and_epoch_and_training_only(tmp_path):
+    import torch
+
+    from lifecycle.data import TextClassificationDataModule
+
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "text,label\n" + "".join(f"text number {i} has words,{i % 2}\n" for i in range(80))
+    )
+
+    def data(workers=0):
+        dm = TextClassificationDataModule(
+            str(path), vocab_size=300, min_frequency=1, batch_size=16, num_workers=workers,
+            augment_mask=0.3, augment_swap=0.2,
+        )  # fmt: skip
+        dm.setup()
+        return dm
+
+    a, b = data(), data(workers=2)
+    batch_a, batch_b = next(iter(a.train_dataloader())), next(iter(b.train_dataloader()))
+    assert torch.equal(batch_a["input_ids"], batch_b["input_ids"])
+    mask_id = a.tokenizer.mask_token_id
+    assert (batch_a["input_ids"] == mask_id).any()
+    dataset = a._datasets["train"]
+    assert dataset.row(3, epoch=0) == dataset.row(3, epoch=0) != dataset.row(3, epoch=1)
+    assert not (next(iter(a.val_dataloader()))["input_ids"] == mask_id).any()
+    with pytest.raises(ValueError, match="augment_mask"):
+        TextClassificationDataModule(str(path), augment_mask=1.0)
+
+
+def test_multiple_views_are_independent_and_view_0_is_the_image():
+    import torch
+
+    dm = ImageClassificationDataModule("digits", train_transforms="heavy", views=3, batch_size=16)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["views"].shape == (16, 3, 1, 8, 8)
+    assert torch.equal(batch["views"][:, 0], batch["image"])
+    assert not torch.equal(batch["views"][:, 1], batch["views"][:, 2])
+    single = ImageClassificationDataModule("digits", train_transforms="heavy", batch_size=16)
+    single.setup()
+    assert torch.equal(next(iter(single.train_dataloader()))["image"], batch["image"])
+    assert "views" not in next(iter(dm.val_dataloader()))
+    with pytest.raises(ValueError, match="several views need `train_transforms`"):
+        ImageClassificationDataModule("digits", views=2)
