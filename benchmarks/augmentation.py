@@ -14,7 +14,12 @@ and what the ``medium`` preset buys on a small Fashion-MNIST training set.
 
 Targets: ``data_wait_share`` <= 0.10; ``acc_aug - acc_no_aug`` >= 0.01.
 
-    python benchmarks/augmentation.py [--epochs 30]
+Measured so far (same script, this machine): at 30 epochs ``none`` 0.9002, ``medium`` 0.8907,
+``light`` 0.8984, flip + affine without Cutout 0.8899; at 60 epochs ``none`` 0.8987, ``medium``
+0.9035. The recipe already regularizes hard (dropout 0.3, label smoothing 0.1, weight decay
+0.05), so augmentation only pays once training is long enough to overfit without it.
+
+    python benchmarks/augmentation.py [--epochs 60]
 
 Writes ``benchmarks/results/augmentation.json``.
 """
@@ -128,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=60)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         result = throughput()
