@@ -34,22 +34,23 @@ PRESETS: dict[str, list] = {
         {"HorizontalFlip": {"p": 0.5}},
         {"Affine": {"translate_percent": [-0.0625, 0.0625], "p": 0.5}},
     ],
-    # shifts, zoom and small rotations, and one erased patch (Cutout)
+    # shifts of up to ~2 px, slight zoom and rotation, and one erased patch (Cutout) of 15-25%
+    # of the side: calibrated on 5k Fashion-MNIST images (stronger settings cost accuracy there)
     "medium": [
         {"HorizontalFlip": {"p": 0.5}},
         {
             "Affine": {
-                "translate_percent": [-0.1, 0.1],
-                "scale": [0.9, 1.1],
-                "rotate": [-10, 10],
-                "p": 0.8,
+                "translate_percent": [-0.0625, 0.0625],
+                "scale": [0.95, 1.05],
+                "rotate": [-8, 8],
+                "p": 0.7,
             }
         },
         {
             "CoarseDropout": {
                 "num_holes_range": [1, 1],
-                "hole_height_range": [0.2, 0.35],
-                "hole_width_range": [0.2, 0.35],
+                "hole_height_range": [0.15, 0.25],
+                "hole_width_range": [0.15, 0.25],
                 "fill": 0,
                 "p": 0.5,
             }
