@@ -111,6 +111,25 @@ class LifecycleCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+def _gives_recipe(args: list[str]) -> bool:
+    return any(a == "--config" or a.startswith(("--config=", "--data")) for a in args)
+
+
+def recipe_cli(cli_class: type[LifecycleCLI], args: list[str]) -> LifecycleCLI:
+    """A recipe's model, DataModule and Trainer, instantiated but not run (for the commands
+    that are not LightningCLI subcommands)."""
+    return cli_class(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=42,
+        run=False,
+        args=args,
+        auto_configure_optimizers=False,
+    )
+
+
 def augment_command(args: list[str]) -> Path:
     """``lifecycle augment preview --config RECIPE [--out grid.png] [--samples 8] [--views 5]``:
     a grid of training images beside their augmented versions, from a recipe's data config
@@ -130,20 +149,9 @@ def augment_command(args: list[str]) -> Path:
     parser.add_argument("--views", type=int, default=5, help="augmented versions of each")
     parser.add_argument("--split", default="train", choices=["train", "val", "test"])
     known, rest = parser.parse_known_args(args)
-    if not any(
-        a == "--config" or a.startswith("--config=") or a.startswith("--data") for a in rest
-    ):
+    if not _gives_recipe(rest):
         parser.error("give the recipe: --config recipes/<dataset>/<recipe>.yaml")
-    cli = LifecycleCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=42,
-        run=False,
-        args=rest,
-        auto_configure_optimizers=False,
-    )
+    cli = recipe_cli(LifecycleCLI, rest)
     if not isinstance(cli.datamodule, ImageClassificationDataModule):
         parser.error(
             f"augment preview shows image pipelines; this config's data is "
@@ -157,14 +165,63 @@ def augment_command(args: list[str]) -> Path:
     return out
 
 
+class CleanCLI(LifecycleCLI):
+    """The recipe of ``lifecycle clean``: ``data`` and ``model`` as for ``fit``, ``trainer`` as
+    each fold's training budget, and a ``cleaning`` section (:class:`DataCleaner`'s arguments)."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        from lifecycle.data.cleaning import DataCleaner
+
+        super().add_arguments_to_parser(parser)
+        parser.add_class_arguments(DataCleaner, "cleaning")
+
+
+# Trainer arguments each K-fold run takes from the recipe; loggers, checkpoints and callbacks
+# belong to a fit run's folder, which folds do not write.
+_FOLD_TRAINER_SKIP = {"callbacks", "logger", "default_root_dir", "enable_checkpointing", "plugins"}
+
+
+def clean_command(args: list[str]):
+    """``lifecycle clean --config recipes/<dataset>/clean.yaml``: validate, de-duplicate and find
+    label issues; writes ``manifest.csv``, ``removed.csv``, ``findings.csv`` and the report
+    into ``<default_root_dir>/<run_name>/version_N``. Returns the
+    :class:`~lifecycle.data.cleaning.CleaningResult`."""
+    from lifecycle.data.cleaning import DataCleaner
+
+    if not _gives_recipe(args):
+        raise SystemExit(
+            "lifecycle clean: give the recipe, e.g. --config recipes/fashion_mnist/clean.yaml"
+        )
+    cli = recipe_cli(CleanCLI, args)
+    cleaner = cli.config_init["cleaning"]
+    if not isinstance(cleaner, DataCleaner):
+        cleaner = DataCleaner(**vars(cli.config["cleaning"]))
+    trainer_config = cli.config["trainer"]
+    fold_kwargs = {
+        key: value
+        for key, value in vars(trainer_config).items()
+        if key not in _FOLD_TRAINER_SKIP and value is not None and not hasattr(value, "class_path")
+    }
+    root = trainer_config.get("default_root_dir") or "runs"
+    out = Path(CSVLogger(save_dir=root, name=cli._run_name()).log_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(cli.parser.dump(cli.config, skip_none=False))
+    result = cleaner.run(cli.datamodule, cli.model, fold_kwargs, out)
+    print(f"wrote {out}")
+    return result
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lifecycle`` console script (``args`` default to ``sys.argv[1:]``):
-    LightningCLI's ``fit``/``validate``/``test``/``predict``, and ``augment preview``."""
+    LightningCLI's ``fit``/``validate``/``test``/``predict``, ``clean`` and ``augment preview``."""
     import sys
 
     args = sys.argv[1:] if args is None else list(args)
     if args[:1] == ["augment"]:
         augment_command(args[1:])
+        return
+    if args[:1] == ["clean"]:
+        clean_command(args[1:])
         return
     LifecycleCLI(
         LightningModule,

@@ -319,3 +319,33 @@ def test_augment_preview_writes_a_grid_from_a_recipe(tmp_path):
     assert bad.returncode == 2 and "TextClassificationDataModule" in bad.stderr
     bad = run_cli("augment", "preview", "--out", out, check=False)
     assert bad.returncode == 2 and "give the recipe: --config" in bad.stderr
+
+
+@pytest.mark.slow
+def test_clean_recipe_writes_manifest_and_report_that_fit_consumes(tmp_path):
+    proc = run_cli("clean", "--config", REPO / "recipes/fashion_mnist/clean.yaml",
+                   "--cleaning.subset", "600", "--cleaning.folds", "2", "--trainer.max_epochs", "1",
+                   "--trainer.precision", "32-true", "--trainer.default_root_dir", tmp_path, *QUIET)  # fmt: skip
+    out = tmp_path / "fashion_mnist-clean" / "version_0"
+    assert f"wrote {out}" in proc.stdout
+    for name in ("manifest.csv", "removed.csv", "findings.csv", "report.md", "report.json",
+                 "class_balance.png", "config.yaml", "out_of_fold_probabilities.npy"):  # fmt: skip
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "report.json").read_text())
+    manifest = (out / "manifest.csv").read_text().splitlines()
+    removed = (out / "removed.csv").read_text().splitlines()
+    assert summary["records"] == 600 and summary["kept"] == len(manifest) - 1
+    # every record is either kept or listed as removed, with its reason
+    dropped = [r for r in removed[1:] if ",dropped," in r]
+    assert summary["kept"] + len(dropped) == 600
+    assert manifest[0] == "source,label,weight,original_label"
+    assert manifest[1].startswith("fashion-mnist:train[")
+    # training reads the manifest: only its records, split into train and val
+    fit = run_cli("fit", "--config", REPO / "recipes/fashion_mnist/classify.yaml",
+                  "--data.init_args.cleaned_manifest", out / "manifest.csv",
+                  "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                  "--trainer.limit_val_batches", "1", "--test_after_fit", "false",
+                  "--trainer.default_root_dir", tmp_path, *QUIET)  # fmt: skip
+    assert f"keeps {summary['kept']} of 60000 training images" in fit.stderr
+    bad = run_cli("clean", check=False)
+    assert bad.returncode != 0 and "give the recipe" in bad.stderr

@@ -7,7 +7,8 @@ import pytest
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 
-from lifecycle.cli import LifecycleCLI
+from lifecycle.cli import CleanCLI, LifecycleCLI
+from lifecycle.data.cleaning import DataCleaner
 from tests.conftest import REPO
 
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
@@ -22,12 +23,17 @@ def test_the_required_recipes_exist():
         "tweets/classify_rnn.yaml",
         "tweets/classify_cnn.yaml",
         "tweets/classify_transformer.yaml",
+        "fashion_mnist/clean.yaml",
+        "tweets/clean.yaml",
     } <= names
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
 def test_recipe_parses_and_instantiates(recipe: Path, tmp_path):
-    cli = LifecycleCLI(
+    config = yaml.safe_load(recipe.read_text())
+    # clean recipes (a `cleaning:` section) are read by `lifecycle clean`
+    cli_class = CleanCLI if "cleaning" in config else LifecycleCLI
+    cli = cli_class(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -36,7 +42,9 @@ def test_recipe_parses_and_instantiates(recipe: Path, tmp_path):
         auto_configure_optimizers=False,
         args=["--config", str(recipe), "--trainer.default_root_dir", str(tmp_path)],
     )
-    config = yaml.safe_load(recipe.read_text())
+    if "cleaning" in config:
+        assert isinstance(cli.config_init["cleaning"], DataCleaner)
+        assert cli.config_init["cleaning"].folds == config["cleaning"].get("folds", 5)
     assert type(cli.model).__name__ == config["model"]["class_path"].rsplit(".", 1)[1]
     assert type(cli.datamodule).__name__ == config["data"]["class_path"].rsplit(".", 1)[1]
     backbone = config["model"]["init_args"]["backbone"]["class_path"].rsplit(".", 1)[1]

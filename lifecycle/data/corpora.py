@@ -52,6 +52,7 @@ class TextTable:
         class_names: the labels in their canonical order, where the dataset defines one.
         issues: records left out while reading, each with its reason.
         notes: what reading did that a user should know (e.g. bytes replaced), one line each.
+        weights: per-record loss weights (from a cleaned manifest), ``None`` for all 1.
     """
 
     name: str
@@ -61,6 +62,7 @@ class TextTable:
     class_names: list[str] | None = None
     issues: list[DataIssue] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    weights: list[float] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -75,6 +77,7 @@ class TextTable:
             self.class_names,
             self.issues,
             self.notes,
+            [self.weights[i] for i in rows] if self.weights is not None else None,
         )
 
 

@@ -39,12 +39,15 @@ class Split:
     Attributes:
         x: images as ``uint8`` of shape ``(N, H, W, C)``, or features as ``float32`` ``(N, F)``.
         y: integer class labels ``(N,)`` or float regression targets ``(N,)``.
-        sources: where each row came from (file names, or ``"<name>[i]"``), for error messages.
+        sources: where each row came from (file names, or ``"<name>[i]"``), for error messages
+            and for a cleaned manifest to name records by.
+        weights: per-record loss weights (from a cleaned manifest), ``None`` for all 1.
     """
 
     x: np.ndarray
     y: np.ndarray
     sources: list[str] | None = None
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -59,7 +62,8 @@ class Split:
             if self.sources is not None
             else [f"row {i}" for i in idx]
         )
-        return Split(self.x[idx], self.y[idx], sources)
+        weights = self.weights[idx] if self.weights is not None else None
+        return Split(self.x[idx], self.y[idx], sources, weights)
 
 
 @dataclass
@@ -137,7 +141,7 @@ def load_fashion_mnist(data_dir: str | None = None) -> LoadedDataset:
     def split(prefix: str) -> Split:
         x = read_idx(root / f"{prefix}-images-idx3-ubyte.gz")[..., None]
         y = read_idx(root / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
-        return Split(x, y)
+        return Split(x, y, [f"fashion-mnist:{prefix}[{i}]" for i in range(len(y))])
 
     return LoadedDataset(
         "fashion-mnist",
@@ -218,13 +222,17 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def load_image_folder(
-    root: str | os.PathLike, image_size: tuple[int, int] | None = None, channels: int | None = None
+    root: str | os.PathLike,
+    image_size: tuple[int, int] | None = None,
+    channels: int | None = None,
+    skipped: list | None = None,
 ) -> LoadedDataset:
     """Images in the ImageFolder layout: ``root/<class>/*.png``.
 
     When ``root`` holds ``train/`` and ``test/`` folders, each in that layout, ``test/`` is the
     dataset's own test split. Images are converted to ``channels`` (1 grey or 3 RGB; default: 1
-    when every image is grey, else 3) and resized to ``image_size`` (H, W) when given.
+    when every image is grey, else 3) and resized to ``image_size`` (H, W) when given. With a
+    ``skipped`` list, unreadable images are left out and listed in it (see :func:`read_images`).
 
     Raises:
         DataValidationError: an image cannot be decoded, sizes differ and no ``image_size`` is
@@ -263,11 +271,13 @@ def load_image_folder(
     train_files = list_files(train_root)
     test_files = list_files(layout_roots["test"]) if has_own_test else []
 
+    labels = {p: label for p, label in train_files + test_files}
     paths = [p for p, _ in train_files + test_files]
-    x = read_images(paths, image_size, channels, where=str(root))
-    y = np.array([label for _, label in train_files + test_files], dtype=np.int64)
+    test_set = {p for p, _ in test_files}
+    x = read_images(paths, image_size, channels, where=str(root), skipped=skipped)
+    y = np.array([labels[p] for p in paths], dtype=np.int64)
     sources = [str(p) for p in paths]
-    n = len(train_files)
+    n = sum(p not in test_set for p in paths)
     train = Split(x[:n], y[:n], sources[:n])
     test = Split(x[n:], y[n:], sources[n:]) if has_own_test else None
     return LoadedDataset(root.name, train, test, class_names)
@@ -278,6 +288,7 @@ def read_images(
     image_size: tuple[int, int] | None = None,
     channels: int | None = None,
     where: str = "",
+    skipped: list | None = None,
 ) -> np.ndarray:
     """Decode image files into one ``uint8`` array (N, H, W, C), standardizing mode and size.
 
@@ -286,23 +297,38 @@ def read_images(
         image_size: (H, W) to resize every image to; without it, every image must have one size.
         channels: 1 (grey) or 3 (RGB); default 1 when every image is grey, else 3.
         where: the folder, for error messages.
+        skipped: ``None`` raises on an unreadable image or a size that differs from the others;
+            a list collects them instead as :class:`~lifecycle.data.validation.DataIssue` (the
+            unreadable ones are skipped and removed from ``paths``; the others are resized to
+            the most common size).
 
     Raises:
         DataValidationError: an image cannot be decoded, or sizes differ and no ``image_size`` is set.
     """
     from PIL import Image, UnidentifiedImageError
 
-    decoded = []
+    from lifecycle.data.validation import DataIssue
+
+    decoded, kept = [], []
     for path in paths:
         try:
             with Image.open(path) as img:
                 img.load()
                 decoded.append(img.copy())
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataValidationError(
-                f"Cannot decode image {path}: {err}. Fix: remove or replace the file "
-                "(the cleaning stage lists every such file)."
-            ) from err
+                kept.append(path)
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            if skipped is None:
+                raise DataValidationError(
+                    f"Cannot decode image {path}: {err}. Fix: remove or replace the file "
+                    "(`lifecycle clean` lists every such file and skips it)."
+                ) from err
+            skipped.append(DataIssue(str(path), "unreadable image", "dropped", str(err)))
+    if paths and not decoded:
+        raise DataValidationError(
+            f"None of the {len(paths)} image files in {where} could be read "
+            f"(first: {skipped[0].source}: {skipped[0].detail})."
+        )
+    paths[:] = kept
     if not decoded:
         raise DataValidationError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found in {where}.")
     if channels is None:
@@ -314,12 +340,21 @@ def read_images(
         sizes = Counter(img.size for img in decoded)
         (common, _), *_ = sizes.most_common(1)
         for path, img in zip(paths, decoded, strict=True):
-            if img.size != common:
+            if img.size == common:
+                continue
+            if skipped is None:
                 raise DataValidationError(
                     f"Images in {where} differ in size: {path} is {img.size[0]}x{img.size[1]} (W x H) "
                     f"while {sizes[common]} of {len(decoded)} images are {common[0]}x{common[1]}. "
                     f"Fix: set `image_size: [{common[1]}, {common[0]}]` (H, W) to resize every image."
                 )
+            skipped.append(
+                DataIssue(
+                    str(path), "size differs from most images", "resized",
+                    f"{img.size[0]}x{img.size[1]} -> {common[0]}x{common[1]} (W x H)",
+                )
+            )  # fmt: skip
+        image_size = (common[1], common[0])
     arrays = []
     for img in decoded:
         img = img.convert(mode)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 from typing import Literal
@@ -18,10 +19,12 @@ from lifecycle.data.augment import (
     pipeline_from_dict,
     pipeline_to_dict,
 )
-from lifecycle.data.datasets import LoadedDataset, image_files, load_dataset, read_images
+from lifecycle.data.datasets import LoadedDataset, Split, image_files, load_dataset, read_images
 from lifecycle.data.loading import SplitDataModule
 from lifecycle.data.splits import split_indices, stratified_subset
 from lifecycle.data.validation import check_labels, check_not_empty
+
+log = logging.getLogger(__name__)
 
 
 class ImageDataset(Dataset):
@@ -46,8 +49,12 @@ class ImageDataset(Dataset):
         transform=None,
         seed: int = 0,
         views: int = 1,
+        weights: np.ndarray | None = None,
     ):
         self.labels = torch.as_tensor(labels, dtype=torch.long) if labels is not None else None
+        self.weights = (
+            torch.as_tensor(weights, dtype=torch.float32) if weights is not None else None
+        )
         self.size = len(images)
         self.transform = transform
         self.seed = seed
@@ -85,6 +92,7 @@ class ImageDataset(Dataset):
         return image[..., None] if image.ndim == 2 else image
 
     def __getitems__(self, indices: list) -> dict[str, torch.Tensor]:
+        views = []
         if self.tensor is not None:
             index = torch.as_tensor(indices, dtype=torch.long)
             images = self.tensor[index]
@@ -96,12 +104,14 @@ class ImageDataset(Dataset):
                 for v in range(self.views)
             ]
             images = views[0]
-            if self.views > 1:
-                batch = {"image": images, "views": torch.stack(views, dim=1)}
-                return batch if self.labels is None else {**batch, "label": self.labels[index]}
-        if self.labels is None:
-            return {"image": images}
-        return {"image": images, "label": self.labels[index]}
+        batch = {"image": images}
+        if len(views) > 1:
+            batch["views"] = torch.stack(views, dim=1)
+        if self.labels is not None:
+            batch["label"] = self.labels[index]
+        if self.weights is not None:
+            batch["weight"] = self.weights[index]
+        return batch
 
 
 class ImageClassificationDataModule(SplitDataModule):
@@ -142,6 +152,9 @@ class ImageClassificationDataModule(SplitDataModule):
         predict_path: a folder (searched recursively) or file of new, unlabeled images for
             ``predict``; they are converted to the training images' channels and size and
             normalized alike. ``None`` predicts on the test split.
+        cleaned_manifest: a ``manifest.csv`` written by ``lifecycle clean``: only its records
+            of the training data are used (before the validation split), with its labels, and
+            its weights scale each record's training loss. The test split is left as it is.
     """
 
     def __init__(
@@ -163,6 +176,7 @@ class ImageClassificationDataModule(SplitDataModule):
         seed: int = 42,
         predict_path: str | None = None,
         views: int = 1,
+        cleaned_manifest: str | None = None,
     ):
         super().__init__()
         if batch_size != "full" and (not isinstance(batch_size, int) or batch_size < 1):
@@ -198,16 +212,85 @@ class ImageClassificationDataModule(SplitDataModule):
                 "`train_transforms` (identical copies of an image teach nothing)."
             )
         self.views = views
+        self.cleaned_manifest = cleaned_manifest
         self.class_names: list[str] | None = None
         self.num_classes: int | None = None
 
     # ----------------------------------------------------------------- loading and splitting
-    def load(self) -> LoadedDataset:
-        """Read the dataset (no splitting); a hook for subclasses that read data elsewhere."""
+    def load(self, skipped: list | None = None) -> LoadedDataset:
+        """Read the dataset (no splitting); a hook for subclasses that read data elsewhere.
+        With a ``skipped`` list, unreadable image files are listed there instead of raising."""
         kwargs = (
-            {"image_size": self.image_size, "channels": self.channels} if self._is_folder() else {}
+            {"image_size": self.image_size, "channels": self.channels, "skipped": skipped}
+            if self._is_folder()
+            else {}
         )
         return load_dataset(self.dataset, self.data_dir, kind="image", **kwargs)
+
+    def _class_names(self, data: LoadedDataset) -> list[str]:
+        n_classes = len(data.class_names) if data.class_names else int(data.train.y.max()) + 1
+        return data.class_names or [str(i) for i in range(n_classes)]
+
+    def _apply_manifest(self, data: LoadedDataset) -> LoadedDataset:
+        from lifecycle.data.cleaning.manifest import apply_manifest, read_manifest
+
+        train = data.train
+        sources = train.sources or [f"row {i}" for i in range(len(train))]
+        kept, labels, weights = apply_manifest(
+            sources, self._class_names(data), read_manifest(self.cleaned_manifest), self.dataset
+        )
+        train = Split(train.x[kept], labels, [sources[i] for i in kept], weights)
+        log.warning(
+            f"{self.dataset}: the cleaned manifest keeps {len(kept)} of {len(sources)} training "
+            f"images ({int((labels != data.train.y[kept]).sum())} relabeled, "
+            f"{int((weights != 1).sum())} re-weighted)."
+        )
+        return LoadedDataset(data.name, train, data.test, data.class_names, data.feature_names)
+
+    # ----------------------------------------------------------------- cleaning stage
+    def cleaning_records(self):
+        """Every readable training image (before any split) and the test images, for
+        ``lifecycle clean``; unreadable files are listed, not raised."""
+        from lifecycle.data.cleaning.records import CleaningRecords
+
+        skipped: list = []
+        data = self.load(skipped=skipped)
+        class_names = self._class_names(data)
+        check_labels(data.train, len(class_names), "train")
+        train = data.train
+        sources = train.sources or [f"{self.dataset}[{i}]" for i in range(len(train))]
+        test = data.test
+        self.class_names, self.num_classes = class_names, len(class_names)
+        return CleaningRecords(
+            "image", train.x, train.y.astype(np.int64), sources, class_names,
+            test.x if test is not None else None,
+            (test.sources or [f"test[{i}]" for i in range(len(test))]) if test is not None else None,
+            skipped,
+        )  # fmt: skip
+
+    def use_fold(self, records, train_idx: np.ndarray, val_idx: np.ndarray) -> None:
+        """Serve ``records[train_idx]`` as the training split and ``records[val_idx]`` as the
+        validation split (K-fold training in the cleaning stage)."""
+        make = lambda idx: Split(  # noqa: E731
+            records.items[idx], records.labels[idx], [records.sources[i] for i in idx]
+        )
+        self.splits = {"train": make(train_idx), "val": make(val_idx)}
+        self.class_names = list(records.class_names)
+        self.num_classes = len(self.class_names)
+        if self.mean is None or self.std is None:
+            self._normalization(records.items)
+        self._datasets = {}
+        self._build_datasets()
+
+    def _normalization(self, images: np.ndarray) -> None:
+        pixels = images.reshape(-1, images.shape[-1]).astype(np.float32) / 255.0
+        mean = np.asarray(
+            self.mean if self.mean is not None else pixels.mean(axis=0), dtype=np.float32
+        )
+        std = np.asarray(
+            self.std if self.std is not None else pixels.std(axis=0) + 1e-6, dtype=np.float32
+        )
+        self.mean, self.std = mean.tolist(), std.tolist()
 
     def _is_folder(self) -> bool:
         return Path(self.dataset).expanduser().is_dir()
@@ -215,9 +298,13 @@ class ImageClassificationDataModule(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        data = self.load()
+        if self.cleaned_manifest is not None:
+            # files the cleaning run found unreadable are not in the manifest: skip them here too
+            data = self._apply_manifest(self.load(skipped=[]))
+        else:
+            data = self.load()
         train = data.train
-        n_classes = len(data.class_names) if data.class_names else int(train.y.max()) + 1
+        n_classes = len(self._class_names(data))
         check_not_empty(train, "train")
         check_labels(train, n_classes, "train")
         if data.test is not None:
@@ -238,16 +325,9 @@ class ImageClassificationDataModule(SplitDataModule):
                 split, name, "Fix: lower `val_fraction`/`test_fraction` or raise `train_subset`."
             )
         self.splits = {"train": train, "val": val, "test": test}
-        self.class_names = data.class_names or [str(i) for i in range(n_classes)]
+        self.class_names = self._class_names(data)
         self.num_classes = n_classes
-        pixels = train.x.reshape(-1, train.x.shape[-1]).astype(np.float32) / 255.0
-        mean = np.asarray(
-            self.mean if self.mean is not None else pixels.mean(axis=0), dtype=np.float32
-        )
-        std = np.asarray(
-            self.std if self.std is not None else pixels.std(axis=0) + 1e-6, dtype=np.float32
-        )
-        self.mean, self.std = mean.tolist(), std.tolist()
+        self._normalization(train.x)
         image = train.x[0]
         for key in ("train", "eval"):
             check_keeps_shape(self.pipelines[key], image, f"{key}_transforms")
@@ -269,8 +349,9 @@ class ImageClassificationDataModule(SplitDataModule):
         for name, split in self.splits.items():
             transform = self.pipelines["train" if name == "train" else "eval"]
             views = self.views if name == "train" else 1
+            weights = split.weights if name == "train" else None
             self._datasets[name] = ImageDataset(
-                split.x, split.y, mean, std, transform, self.seed, views
+                split.x, split.y, mean, std, transform, self.seed, views, weights
             )
         if self.predict_path is not None:
             self._datasets["predict"] = ImageDataset(

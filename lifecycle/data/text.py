@@ -82,9 +82,13 @@ class TextDataset(Dataset):
         pad_id: int,
         augment: TokenAugment | None = None,
         seed: int = 0,
+        weights: list[float] | None = None,
     ):
         self.ids = ids
         self.labels = torch.as_tensor(labels, dtype=torch.long) if labels is not None else None
+        self.weights = (
+            torch.as_tensor(weights, dtype=torch.float32) if weights is not None else None
+        )
         self.pad_id = pad_id
         self.augment = augment if augment else None
         self.seed = seed
@@ -108,8 +112,11 @@ class TextDataset(Dataset):
         indices = [i for _, i in pairs]
         input_ids, mask = pad_rows([self.row(i, epoch) for epoch, i in pairs], self.pad_id)
         batch = {"input_ids": input_ids, "attention_mask": mask}
+        index = torch.as_tensor(indices, dtype=torch.long)
         if self.labels is not None:
-            batch["label"] = self.labels[torch.as_tensor(indices, dtype=torch.long)]
+            batch["label"] = self.labels[index]
+        if self.weights is not None:
+            batch["weight"] = self.weights[index]
         return batch
 
 
@@ -282,6 +289,9 @@ class TextClassificationDataModule(TextDataModule):
         seed: seed of the splits and subsets.
         predict_path: a file of new texts for ``predict``: ``.txt`` (one per line) or ``.csv`` /
             ``.jsonl`` with ``text_column``. ``None`` predicts on the test split.
+        cleaned_manifest: a ``manifest.csv`` written by ``lifecycle clean``: only its records
+            of ``dataset`` are used, with its labels, and its weights scale each record's
+            training loss. ``test_dataset`` is left as it is.
     """
 
     def __init__(
@@ -311,6 +321,7 @@ class TextClassificationDataModule(TextDataModule):
         num_workers: int = 0,
         seed: int = 42,
         predict_path: str | None = None,
+        cleaned_manifest: str | None = None,
     ):
         super().__init__(
             tokenizer,
@@ -341,8 +352,68 @@ class TextClassificationDataModule(TextDataModule):
         self.augment_probs = (augment_mask, augment_delete, augment_swap)
         TokenAugment(*self.augment_probs, mask_id=0, special_ids=set())  # checks the ranges
         self.predict_path = predict_path
+        self.cleaned_manifest = cleaned_manifest
         self.class_names: list[str] | None = None
         self.num_classes: int | None = None
+
+    def _apply_manifest(self, table: TextTable) -> TextTable:
+        from lifecycle.data.cleaning.manifest import apply_manifest, read_manifest
+
+        manifest = read_manifest(self.cleaned_manifest)
+        names = list(
+            self.classes
+            or table.class_names
+            or sorted(set(table.labels) | {row.label for row in manifest.values()})
+        )
+        kept, labels, weights = apply_manifest(table.sources, names, manifest, self.dataset)
+        cleaned = table.keep(kept.tolist())
+        relabeled = sum(names[c] != cleaned.labels[j] for j, c in enumerate(labels))
+        cleaned.labels = [names[c] for c in labels]
+        cleaned.weights = weights.tolist()
+        cleaned.class_names = names
+        log.warning(
+            f"{self.dataset}: the cleaned manifest keeps {len(kept)} of {len(table)} records "
+            f"({relabeled} relabeled, {int((weights != 1).sum())} re-weighted)."
+        )
+        return cleaned
+
+    # ----------------------------------------------------------------- cleaning stage
+    def cleaning_records(self):
+        """Every readable labelled record of ``dataset`` (before de-duplication and splits)
+        and the ``test_dataset`` records, for ``lifecycle clean``; records that could not be
+        used (undecodable, empty) are listed with their reason."""
+        from lifecycle.data.cleaning.records import CleaningRecords
+
+        table = self._load(self.dataset)
+        names = list(self.classes or table.class_names or sorted(set(table.labels)))
+        index = {name: i for i, name in enumerate(names)}
+        test = self._load(self.test_dataset) if self.test_dataset is not None else None
+        self.class_names, self.num_classes = names, len(names)
+        return CleaningRecords(
+            "text", list(table.texts), np.array([index[x] for x in table.labels], dtype=np.int64),
+            list(table.sources), names,
+            list(test.texts) if test is not None else None,
+            list(test.sources) if test is not None else None,
+            list(self.issues),
+        )  # fmt: skip
+
+    def use_fold(self, records, train_idx: np.ndarray, val_idx: np.ndarray) -> None:
+        """Serve ``records[train_idx]`` for training and ``records[val_idx]`` for validation
+        (K-fold training in the cleaning stage). The tokenizer is trained once, on all the
+        records' texts (no labels involved), and reused by every fold."""
+        names = list(records.class_names)
+
+        def table(idx) -> TextTable:
+            return TextTable(
+                self.dataset, [records.items[i] for i in idx],
+                [names[records.labels[i]] for i in idx], [records.sources[i] for i in idx], names,
+            )  # fmt: skip
+
+        if self.tokenizer is None:
+            self._fit_tokenizer(list(records.items))
+        self.texts = {"train": table(train_idx), "val": table(val_idx)}
+        self.class_names, self.num_classes = names, len(names)
+        self._datasets = {}
 
     def _load(self, dataset: str) -> TextTable:
         table = load_text_dataset(
@@ -411,6 +482,8 @@ class TextClassificationDataModule(TextDataModule):
         if self.texts:
             return
         table = self._load(self.dataset)
+        if self.cleaned_manifest is not None:
+            table = self._apply_manifest(table)
         groups = self._dedupe(table)
         group_labels = [table.labels[g[0]] for g in groups]
         names = sorted(set(group_labels))
@@ -505,7 +578,8 @@ class TextClassificationDataModule(TextDataModule):
             tok = self.tokenizer
             mask_id = tok.mask_token_id if tok.mask_token_id is not None else tok.unk_token_id
             augment = TokenAugment(*self.augment_probs, mask_id, set(tok.all_special_ids))
-        return TextDataset(ids, codes, self.tokenizer.pad_token_id, augment, self.seed)
+        weights = self.texts[name].weights if name == "train" else None
+        return TextDataset(ids, codes, self.tokenizer.pad_token_id, augment, self.seed, weights)
 
     @property
     def predict_sources(self) -> list[str] | None:

@@ -175,12 +175,26 @@ class ClassificationModule(SupervisedModule):
     def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self.forward_batch(batch)
         target = batch[self.target_key]
-        return self._loss(logits, target), logits, target
+        return self._loss(logits, target, batch.get("weight")), logits, target
 
-    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(
-            logits, target, weight=self.class_weights, label_smoothing=self.label_smoothing
+    def _loss(
+        self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cross-entropy; with per-record ``weight`` (a cleaned manifest's down-weighting, in
+        training batches only), the weighted mean over the batch."""
+        if weight is None:
+            return F.cross_entropy(
+                logits, target, weight=self.class_weights, label_smoothing=self.label_smoothing
+            )
+        losses = F.cross_entropy(
+            logits,
+            target,
+            weight=self.class_weights,
+            label_smoothing=self.label_smoothing,
+            reduction="none",
         )
+        weight = weight.to(losses.dtype)
+        return (losses * weight).sum() / weight.sum().clamp_min(1e-8)
 
     def _mixed_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """MixUp or CutMix on the batch's first input; the loss weighs both targets by ``lam``."""
@@ -206,7 +220,10 @@ class ClassificationModule(SupervisedModule):
             x[..., top:bottom, left:right] = x[perm][..., top:bottom, left:right]
             lam = 1 - (bottom - top) * (right - left) / (height * width)
         logits = self(x, *inputs[1:])
-        loss = lam * self._loss(logits, target) + (1 - lam) * self._loss(logits, target[perm])
+        weight = batch.get("weight")
+        loss = lam * self._loss(logits, target, weight) + (1 - lam) * self._loss(
+            logits, target[perm], weight[perm] if weight is not None else None
+        )
         return loss, logits, target
 
     def _scores(self, logits: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,251 @@
+"""Exact and near duplicates, within a dataset and across its splits (leakage).
+
+- Exact: records whose content hashes are equal (image pixels; texts after NFKC, case and
+  spacing are normalized).
+- Near-duplicate images: shifted, re-encoded or noised copies. Candidates are nearest neighbours
+  in a shift-invariant signature (the magnitude of the image's low 2-D Fourier frequencies);
+  each candidate pair is confirmed when, at the best alignment within ``max_shift`` pixels, the
+  two images' pixels correlate above ``threshold``.
+- Near-duplicate texts: MinHash signatures of character shingles and locality-sensitive hashing
+  (``datasketch``), confirmed by the shingle sets' exact Jaccard similarity, so the cost grows
+  about linearly with the number of texts.
+
+Every function returns groups of indices (lists, first member the one to keep) so callers can
+decide what to drop and list it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+
+class UnionFind:
+    """Disjoint sets over ``0..n-1``; :meth:`groups` lists sets of two or more, smallest index first."""
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def groups(self) -> list[list[int]]:
+        members: dict[int, list[int]] = {}
+        for i in range(len(self.parent)):
+            members.setdefault(self.find(i), []).append(i)
+        return sorted((g for g in members.values() if len(g) > 1), key=lambda g: g[0])
+
+
+def groups_from_pairs(n: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """Connected groups (two or more members, sorted) of the records linked by ``pairs``."""
+    sets = UnionFind(n)
+    for a, b in pairs:
+        sets.union(int(a), int(b))
+    return sets.groups()
+
+
+def normalize_text(text: str) -> str:
+    """NFKC, lower case, runs of whitespace as one space, trimmed: the form texts are compared in."""
+    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+
+
+def content_hash(item: np.ndarray | str) -> str:
+    """A hash of an image's pixels (with its shape) or of a normalized text."""
+    if isinstance(item, str):
+        data = normalize_text(item).encode("utf-8", "surrogatepass")
+    else:
+        item = np.ascontiguousarray(item)
+        data = str(item.shape).encode() + item.tobytes()
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def exact_duplicates(items: Sequence[np.ndarray | str] | np.ndarray) -> list[list[int]]:
+    """Groups of records with identical content (see :func:`content_hash`)."""
+    first: dict[str, int] = {}
+    pairs = []
+    for i, item in enumerate(items):
+        key = content_hash(item)
+        if key in first:
+            pairs.append((first[key], i))
+        else:
+            first[key] = i
+    return groups_from_pairs(len(items), pairs)
+
+
+# ----------------------------------------------------------------------------- images
+def _grey(images: np.ndarray) -> np.ndarray:
+    x = images.astype(np.float32)
+    return x.mean(axis=-1) if x.ndim == 4 else x
+
+
+def image_signatures(images: np.ndarray, frequencies: int = 6) -> np.ndarray:
+    """Unit-length shift-invariant signatures (N, D): log magnitudes of the lowest
+    ``frequencies`` 2-D Fourier frequencies of each (mean-removed) grey image."""
+    x = _grey(images)
+    x = x - x.mean(axis=(1, 2), keepdims=True)
+    spectrum = np.abs(np.fft.rfft2(x))
+    f = frequencies
+    rows = np.concatenate([spectrum[:, :f, :f], spectrum[:, -(f - 1) :, :f]], axis=1)
+    sig = np.log1p(rows.reshape(len(x), -1))
+    sig -= sig.mean(axis=0, keepdims=True)
+    return sig / (np.linalg.norm(sig, axis=1, keepdims=True) + 1e-8)
+
+
+def nearest_neighbours(sig: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most similar other rows of each row by cosine similarity: (indices, similarities)."""
+    n = len(sig)
+    k = min(k, n - 1)
+    idx = np.zeros((n, k), dtype=np.int64)
+    sim = np.zeros((n, k), dtype=np.float32)
+    for start in range(0, n, chunk):
+        block = sig[start : start + chunk] @ sig.T
+        rows = np.arange(len(block))
+        block[rows, start + rows] = -np.inf  # not oneself
+        top = (
+            np.argpartition(-block, k - 1, axis=1)[:, :k]
+            if k < n - 1
+            else np.argsort(-block)[:, :k]
+        )
+        idx[start : start + chunk] = top
+        sim[start : start + chunk] = np.take_along_axis(block, top, axis=1)
+    return idx, sim
+
+
+def aligned_differences(
+    grey: np.ndarray, pairs: np.ndarray, max_shift: int, tolerance: float = 0.125, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Compare each pair ``(i, j)`` of grey images (N, H, W) at their best alignment.
+
+    Image ``j`` is shifted by up to ``max_shift`` pixels each way; at the shift where the two
+    overlapping parts correlate best, ``j`` is matched to ``i`` by a linear brightness/contrast
+    fit, and the pixels whose residual exceeds ``tolerance`` of ``j``'s range are counted.
+
+    Returns:
+        (correlation, differing share) per pair (P,), (P,): a copy that was shifted, re-encoded or
+        lightly noised differs in almost no pixel; two distinct but similar images (two plain
+        bags) differ along their edges.
+    """
+    h, w = grey.shape[1:]
+    best = np.full(len(pairs), -2.0, dtype=np.float32)
+    differing = np.ones(len(pairs), dtype=np.float32)
+    for start in range(0, len(pairs), chunk):
+        a_all = grey[pairs[start : start + chunk, 0]]
+        b_all = grey[pairs[start : start + chunk, 1]]
+        out_corr, out_diff = best[start : start + chunk], differing[start : start + chunk]
+        for dy in range(-max_shift, max_shift + 1):
+            for dx in range(-max_shift, max_shift + 1):
+                a = a_all[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)]
+                b = b_all[:, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+                a = a.reshape(len(a), -1)
+                b = b.reshape(len(b), -1)
+                span = np.maximum(b.max(axis=1) - b.min(axis=1), 1.0)
+                a = a - a.mean(axis=1, keepdims=True)
+                b = b - b.mean(axis=1, keepdims=True)
+                ab = np.einsum("pd,pd->p", a, b)
+                aa = np.einsum("pd,pd->p", a, a)
+                bb = np.einsum("pd,pd->p", b, b)
+                corr = np.where(aa * bb > 0, ab / np.sqrt(np.maximum(aa * bb, 1e-12)), -1.0)
+                residual = b - (ab / np.maximum(aa, 1e-12))[:, None] * a
+                share = (np.abs(residual) > tolerance * span[:, None]).mean(axis=1)
+                better = corr > out_corr
+                out_corr[better] = corr[better]
+                out_diff[better] = share[better]
+    return best, differing
+
+
+def near_duplicate_image_pairs(
+    images: np.ndarray,
+    max_differing: float = 0.015,
+    max_shift: int = 3,
+    neighbours: int = 5,
+) -> list[tuple[int, int, float]]:
+    """Pairs ``(i, j, differing share)``, ``i < j``, of images that are near copies of each other.
+
+    Args:
+        images: ``uint8`` (N, H, W[, C]).
+        max_differing: the largest share of pixels that may differ (by more than 1/8 of the
+            range, at the best alignment, brightness matched) for a pair to count as copies.
+            Measured on 20k Fashion-MNIST images with 600 shifted or noised copies: 0.015 found
+            every copy with 99% precision, while distinct look-alikes differ in 3% or more.
+        max_shift: the largest shift, in pixels, between a copy and its original.
+        neighbours: candidates per image, by signature similarity.
+    """
+    if len(images) < 2:
+        return []
+    sig = image_signatures(images)
+    idx, _ = nearest_neighbours(sig, neighbours)
+    rows = np.repeat(np.arange(len(images)), idx.shape[1])
+    candidates = np.stack([np.minimum(rows, idx.ravel()), np.maximum(rows, idx.ravel())], axis=1)
+    candidates = np.unique(candidates, axis=0)
+    _, differing = aligned_differences(_grey(images), candidates, max_shift)
+    keep = differing <= max_differing
+    return [
+        (int(a), int(b), float(d))
+        for (a, b), d in zip(candidates[keep], differing[keep], strict=True)
+    ]
+
+
+# ----------------------------------------------------------------------------- texts
+_PUNCT = re.compile(r"[^\w\s]+")
+
+
+def shingles(text: str, size: int = 5) -> set[str]:
+    """Character ``size``-grams of the normalized text (punctuation dropped): the set two texts'
+    Jaccard similarity is measured on."""
+    norm = " ".join(_PUNCT.sub(" ", normalize_text(text)).split())
+    if len(norm) <= size:
+        return {norm} if norm else set()
+    return {norm[i : i + size] for i in range(len(norm) - size + 1)}
+
+
+def near_duplicate_text_pairs(
+    texts: Sequence[str],
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    shingle_size: int = 5,
+    seed: int = 1,
+) -> list[tuple[int, int, float]]:
+    """Pairs ``(i, j, jaccard)``, ``i < j``, of texts whose shingle sets' Jaccard similarity
+    reaches ``threshold``, found with MinHash LSH (``datasketch``) and confirmed exactly.
+
+    Enough pairs to link every group of near duplicates (a spanning forest), not every pair
+    within a group; :func:`groups_from_pairs` turns them into groups.
+    """
+    from datasketch import MinHash, MinHashLSH
+
+    sets = [shingles(t, shingle_size) for t in texts]
+    encoded = [[s.encode("utf-8", "surrogatepass") for s in sh] for sh in sets]
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    signatures = MinHash.bulk(encoded, num_perm=num_perm, seed=seed)
+    with lsh.insertion_session() as session:
+        for i, (sig, sh) in enumerate(zip(signatures, sets, strict=True)):
+            if sh:
+                session.insert(i, sig, check_duplication=False)
+    links = UnionFind(len(texts))
+    pairs = []
+    for i, (sig, sh) in enumerate(zip(signatures, sets, strict=True)):
+        if not sh:
+            continue
+        for j in sorted(lsh.query(sig)):
+            # records already linked need no comparison: a cluster of m copies (retweets)
+            # costs m comparisons, not m * m
+            if j <= i or links.find(i) == links.find(j):
+                continue
+            other = sets[j]
+            jaccard = len(sh & other) / len(sh | other)
+            if jaccard >= threshold:
+                links.union(i, j)
+                pairs.append((i, j, jaccard))
+    return sorted(pairs)

@@ -1,0 +1,128 @@
+"""The cleaned-dataset manifest: which records a DataModule keeps, with which label and weight.
+
+``lifecycle clean`` writes ``manifest.csv`` with one row per kept record::
+
+    source,label,weight,original_label
+    fashion-mnist:train[0],Ankle boot,1.0,Ankle boot
+    fashion-mnist:train[7],Shirt,1.0,T-shirt/top      <- relabeled
+    fashion-mnist:train[9],Dress,0.2,Dress            <- down-weighted
+
+``source`` is the record's name as the DataModule reads it (a file path, ``file:line``, or
+``dataset:split[i]``), ``label`` the class name to train with. Records the data holds but the
+manifest does not were removed by the cleaning run (its ``removed.csv`` says why). Any
+DataModule given ``cleaned_manifest: path`` applies it with :func:`apply_manifest`.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lifecycle.data.datasets import DatasetNotFoundError, DataValidationError
+
+FIELDS = ("source", "label", "weight", "original_label")
+
+
+@dataclass
+class ManifestRow:
+    source: str
+    label: str
+    weight: float = 1.0
+    original_label: str = ""
+
+
+def write_manifest(rows: list[ManifestRow], path: str | Path) -> Path:
+    """Write ``rows`` as ``manifest.csv``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(FIELDS)
+        for row in rows:
+            writer.writerow([row.source, row.label, f"{row.weight:.6g}", row.original_label])
+    return path
+
+
+def read_manifest(path: str | Path) -> dict[str, ManifestRow]:
+    """Read a manifest into ``{source: row}``.
+
+    Raises:
+        DatasetNotFoundError: the file does not exist.
+        DataValidationError: a column is missing, a weight is not a number >= 0, or a source repeats.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f"cleaned_manifest {path.resolve()} does not exist. Fix: give the manifest.csv that "
+            "`lifecycle clean` wrote into its run folder."
+        )
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("source", "label") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataValidationError(
+                f"{path} lacks column(s) {missing}; it has {reader.fieldnames}. A manifest has "
+                f"columns {', '.join(FIELDS)}."
+            )
+        rows: dict[str, ManifestRow] = {}
+        for line, record in enumerate(reader, start=2):
+            source = record["source"]
+            if source in rows:
+                raise DataValidationError(
+                    f"{path}, line {line}: source {source!r} is listed twice."
+                )
+            try:
+                weight = float(record.get("weight") or 1.0)
+            except ValueError:
+                weight = -1.0
+            if not weight >= 0:
+                raise DataValidationError(
+                    f"{path}, line {line}: weight {record.get('weight')!r} is not a number >= 0."
+                )
+            rows[source] = ManifestRow(
+                source, record["label"], weight, record.get("original_label") or record["label"]
+            )
+    return rows
+
+
+def apply_manifest(
+    sources: list[str], class_names: list[str], manifest: dict[str, ManifestRow], where: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Match a dataset's records to a manifest.
+
+    Args:
+        sources: the dataset's record names, in order.
+        class_names: the classes labels are indices into.
+        manifest: from :func:`read_manifest`.
+        where: the dataset, for messages.
+
+    Returns:
+        ``(kept, labels, weights)``: indices of the records to keep, their class indices and weights.
+
+    Raises:
+        DataValidationError: the manifest names records the data lacks (it was made for other
+            data), or labels that are not classes of this data.
+    """
+    position = {source: i for i, source in enumerate(sources)}
+    unknown = [s for s in manifest if s not in position]
+    if unknown:
+        raise DataValidationError(
+            f"The cleaned manifest lists {len(unknown)} records that {where} does not hold; the "
+            f"first is {unknown[0]!r} (its records look like {sources[0]!r}). Fix: use the "
+            "manifest that `lifecycle clean` wrote for this dataset, with the same loading "
+            "options."
+        )
+    index = {name: i for i, name in enumerate(class_names)}
+    bad = sorted({row.label for row in manifest.values() if row.label not in index})
+    if bad:
+        raise DataValidationError(
+            f"The cleaned manifest has labels {bad} that are not classes of {where} "
+            f"({', '.join(class_names)})."
+        )
+    kept = np.array(sorted(position[s] for s in manifest), dtype=np.int64)
+    labels = np.array([index[manifest[sources[i]].label] for i in kept], dtype=np.int64)
+    weights = np.array([manifest[sources[i]].weight for i in kept], dtype=np.float32)
+    return kept, labels, weights

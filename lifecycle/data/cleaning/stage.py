@@ -1,0 +1,381 @@
+"""The cleaning stage: validate, de-duplicate and find label issues, then write a manifest.
+
+:class:`DataCleaner` holds the stage's settings (its ``__init__`` is the ``cleaning:`` section of
+a clean recipe) and :meth:`DataCleaner.run` does the work on a DataModule's records:
+
+1. records that cannot be read are left out (the DataModule lists them);
+2. exact duplicates, then near duplicates, within the training records: one of each group is
+   kept (the first), the others get the ``duplicates`` policy;
+3. leakage: training records that copy (exactly or nearly) a test record get the ``leakage`` policy;
+4. label issues: out-of-fold probabilities from ``folds``-fold training of the recipe's model
+   (records dropped above are left out, so no copy of a record is in its own training folds),
+   then confident learning; flagged records get the ``label_issues`` policy;
+5. the run folder receives ``manifest.csv`` (every kept record, its label and weight),
+   ``removed.csv`` (every removed or changed record and why), ``findings.csv`` (every finding,
+   flags included), ``report.json``, ``report.md`` and its plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+
+from lifecycle.data.cleaning import duplicates as dup
+from lifecycle.data.cleaning.kfold import out_of_fold_probabilities
+from lifecycle.data.cleaning.label_issues import find_label_issues
+from lifecycle.data.cleaning.manifest import ManifestRow, write_manifest
+from lifecycle.data.cleaning.records import CleaningRecords
+from lifecycle.data.validation import DataIssue, write_issues
+
+log = logging.getLogger(__name__)
+
+DuplicatePolicy = Literal["drop", "flag"]
+LabelPolicy = Literal["drop", "relabel", "downweight", "flag", "off"]
+
+
+@dataclass
+class Finding:
+    """One thing found about one record.
+
+    Attributes:
+        index: the record's position in the cleaning records.
+        source: its name.
+        kind: ``exact duplicate``, ``near duplicate``, ``leakage`` or ``label issue``.
+        action: ``dropped``, ``relabeled``, ``down-weighted`` or ``flagged``.
+        detail: which record it copies, or the given and suggested label with the confidence.
+        score: for label issues the given label's out-of-fold probability; for near duplicates
+            the similarity.
+        suggested: for label issues, the suggested class.
+        other: for duplicates, the kept record's index; for leakage, ``len(records) + j`` for
+            test record ``j``.
+    """
+
+    index: int
+    source: str
+    kind: str
+    action: str
+    detail: str
+    score: float | None = None
+    suggested: str | None = None
+    other: int | None = None
+
+
+@dataclass
+class CleaningResult:
+    """What :meth:`DataCleaner.run` found and decided (see ``report.json`` for the summary)."""
+
+    records: CleaningRecords
+    findings: list[Finding]
+    kept: np.ndarray
+    labels: np.ndarray
+    weights: np.ndarray
+    probabilities: np.ndarray | None
+    summary: dict[str, Any]
+    out_dir: Path | None = None
+
+
+_ACTION = {
+    "drop": "dropped",
+    "flag": "flagged",
+    "relabel": "relabeled",
+    "downweight": "down-weighted",
+}
+
+
+class DataCleaner:
+    """Settings of the cleaning stage (the ``cleaning:`` section of a clean recipe).
+
+    Args:
+        folds: ``K`` of the K-fold training that gives every record out-of-fold probabilities
+            (each fold trains the recipe's model with the recipe's ``trainer`` settings).
+        label_issues: what to do with records whose label is likely wrong: ``drop``,
+            ``relabel`` (to the confident label), ``downweight`` (loss weight
+            ``downweight_to``), ``flag`` (report only) or ``off`` (no K-fold training).
+        downweight_to: the loss weight of down-weighted records.
+        duplicates: ``drop`` or ``flag`` the second and later copies in a group of exact or
+            near duplicates (the first is kept).
+        leakage: ``drop`` or ``flag`` training records that copy a test record.
+        near_duplicates: look for near duplicates (shifted or noised images; texts that differ
+            in a few characters), not only exact ones.
+        image_max_differing: share of pixels that may differ for two images to be near copies
+            (see :func:`~lifecycle.data.cleaning.duplicates.near_duplicate_image_pairs`).
+        image_max_shift: the largest shift in pixels between an image and its copy.
+        text_similarity: the Jaccard similarity of character 5-grams above which two texts
+            are near copies.
+        subset: clean only this many records (a stratified, seeded subset), e.g. for a quick
+            look; the manifest then lists only records of the subset.
+        seed: seed of the folds, the subset and the fold models.
+        show: how many flagged records the report shows (image grids, text tables).
+    """
+
+    def __init__(
+        self,
+        folds: int = 5,
+        label_issues: LabelPolicy = "drop",
+        downweight_to: float = 0.2,
+        duplicates: DuplicatePolicy = "drop",
+        leakage: DuplicatePolicy = "drop",
+        near_duplicates: bool = True,
+        image_max_differing: float = 0.015,
+        image_max_shift: int = 3,
+        text_similarity: float = 0.8,
+        subset: int | None = None,
+        seed: int = 42,
+        show: int = 24,
+    ):
+        for name, value, allowed in (
+            ("label_issues", label_issues, ("drop", "relabel", "downweight", "flag", "off")),
+            ("duplicates", duplicates, ("drop", "flag")),
+            ("leakage", leakage, ("drop", "flag")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"`{name}` must be one of {', '.join(allowed)}; got {value!r}.")
+        if not 0.0 <= downweight_to <= 1.0:
+            raise ValueError(f"`downweight_to` must be in [0, 1], got {downweight_to}.")
+        if not 0.0 < text_similarity <= 1.0:
+            raise ValueError(f"`text_similarity` must be in (0, 1], got {text_similarity}.")
+        self.folds = folds
+        self.label_issues = label_issues
+        self.downweight_to = downweight_to
+        self.duplicates = duplicates
+        self.leakage = leakage
+        self.near_duplicates = near_duplicates
+        self.image_max_differing = image_max_differing
+        self.image_max_shift = image_max_shift
+        self.text_similarity = text_similarity
+        self.subset = subset
+        self.seed = seed
+        self.show = show
+
+    # ----------------------------------------------------------------- duplicates
+    def _near_pairs(self, kind: str, items) -> list[tuple[int, int, float]]:
+        if kind == "image":
+            return dup.near_duplicate_image_pairs(
+                items, self.image_max_differing, self.image_max_shift
+            )
+        return dup.near_duplicate_text_pairs(items, self.text_similarity)
+
+    def find_duplicates(self, records: CleaningRecords) -> list[Finding]:
+        """Exact and near duplicates among the records, and copies of test records (leakage)."""
+        findings: list[Finding] = []
+        n = len(records)
+        items = records.items
+        has_test = records.test_items is not None and len(records.test_items) > 0
+        if has_test:
+            items = (
+                np.concatenate([records.items, records.test_items])
+                if records.kind == "image"
+                else list(records.items) + list(records.test_items)
+            )
+        name = lambda i: records.sources[i] if i < n else records.test_sources[i - n]  # noqa: E731
+        exact = dup.exact_duplicates(items)
+        near_pairs = self._near_pairs(records.kind, items) if self.near_duplicates else []
+        exact_pairs = [(g[0], j, 1.0) for g in exact for j in g[1:]]
+        groups = dup.groups_from_pairs(len(items), [(a, b) for a, b, _ in exact_pairs + near_pairs])
+        similarity = {(a, b): s for a, b, s in near_pairs}
+        for group in groups:
+            tests = [i for i in group if i >= n]
+            train = [i for i in group if i < n]
+            if tests:
+                for i in train:
+                    findings.append(
+                        Finding(i, name(i), "leakage", _ACTION[self.leakage],
+                                f"copies test record {name(tests[0])}", other=tests[0])
+                    )  # fmt: skip
+                continue
+            # keep the first record carrying the group's most common label
+            votes = Counter(int(records.labels[i]) for i in train)
+            top = max(votes.values())
+            keep = next(i for i in train if votes[int(records.labels[i])] == top)
+            for i in (i for i in train if i != keep):
+                exact_copy = dup.content_hash(items[i]) == dup.content_hash(items[keep])
+                score = 1.0 if exact_copy else similarity.get((min(keep, i), max(keep, i)))
+                label_note = (
+                    ""
+                    if records.labels[i] == records.labels[keep]
+                    else f" (label {records.class_names[records.labels[i]]}, kept record's "
+                    f"{records.class_names[records.labels[keep]]})"
+                )
+                findings.append(
+                    Finding(i, name(i), "exact duplicate" if exact_copy else "near duplicate",
+                            _ACTION[self.duplicates], f"copy of {name(keep)}{label_note}", score,
+                            other=keep)
+                )  # fmt: skip
+        return findings
+
+    # ----------------------------------------------------------------- label issues
+    def find_label_issues(
+        self,
+        records: CleaningRecords,
+        model: L.LightningModule,
+        datamodule: L.LightningDataModule,
+        trainer_kwargs: dict[str, Any] | None,
+    ) -> tuple[list[Finding], np.ndarray, Any]:
+        """Out-of-fold probabilities by K-fold training, then confident learning."""
+        probs = out_of_fold_probabilities(
+            model, datamodule, records, self.folds, self.seed, trainer_kwargs,
+            on_fold=lambda k, n: log.warning(f"Label issues: training fold {k + 1} of {n}"),
+        )  # fmt: skip
+        issues = find_label_issues(records.labels, probs)
+        findings = []
+        names = records.class_names
+        for i in issues.indices:
+            given, suggested = names[records.labels[i]], names[issues.suggested[i]]
+            findings.append(
+                Finding(
+                    int(i), records.sources[i], "label issue",
+                    _ACTION[self.label_issues],
+                    f"labeled {given}, likely {suggested} (p={probs[i, issues.suggested[i]]:.2f}"
+                    f" vs {issues.self_confidence[i]:.2f})",
+                    float(issues.self_confidence[i]), suggested,
+                )
+            )  # fmt: skip
+        return findings, probs, issues
+
+    # ----------------------------------------------------------------- the stage
+    def run(
+        self,
+        datamodule: L.LightningDataModule,
+        model: L.LightningModule | None = None,
+        trainer_kwargs: dict[str, Any] | None = None,
+        out_dir: str | Path | None = None,
+    ) -> CleaningResult:
+        """Clean ``datamodule``'s records and, with ``out_dir``, write the manifest and report.
+
+        Args:
+            datamodule: a DataModule with ``cleaning_records()`` and ``use_fold()``.
+            model: the untrained model K-fold training copies (needed unless
+                ``label_issues: off``).
+            trainer_kwargs: each fold's ``lightning.Trainer`` arguments.
+            out_dir: the run folder.
+        """
+        from lifecycle.data.splits import stratified_subset
+
+        if not hasattr(datamodule, "cleaning_records"):
+            raise TypeError(
+                f"{type(datamodule).__name__} cannot be cleaned: it lacks `cleaning_records()` "
+                "and `use_fold()`. Fix: use ImageClassificationDataModule or "
+                "TextClassificationDataModule, or add both methods to your DataModule."
+            )
+        if self.label_issues != "off" and model is None:
+            raise ValueError(
+                "Finding label issues trains a model: give `model`, or set `label_issues: off`."
+            )
+        all_records = datamodule.cleaning_records()
+        pool = np.arange(len(all_records))
+        if self.subset is not None:
+            pool = stratified_subset(all_records.labels, self.subset, self.seed)
+        records = all_records.take(pool) if self.subset is not None else all_records
+        log.warning(
+            f"Cleaning {len(records)} {records.kind} records"
+            + (
+                f" (+ {len(records.test_items)} test records for leakage)"
+                if records.test_items is not None
+                else ""
+            )
+            + (f"; {len(records.issues)} unreadable ones left out" if records.issues else "")
+        )
+        findings = self.find_duplicates(records)
+        dropped = {f.index for f in findings if f.action == "dropped"}
+        probs = issues = None
+        if self.label_issues != "off":
+            rest = np.array([i for i in range(len(records)) if i not in dropped], dtype=np.int64)
+            label_findings, rest_probs, issues = self.find_label_issues(
+                records.take(rest), model, datamodule, trainer_kwargs
+            )
+            probs = np.full((len(records), len(records.class_names)), np.nan, dtype=np.float32)
+            probs[rest] = rest_probs
+            for f in label_findings:
+                f.index = int(rest[f.index])
+            findings += label_findings
+        labels = records.labels.copy()
+        weights = np.ones(len(records), dtype=np.float32)
+        index_of = {name: i for i, name in enumerate(records.class_names)}
+        for f in findings:
+            if f.action == "dropped":
+                dropped.add(f.index)
+            elif f.action == "relabeled":
+                labels[f.index] = index_of[f.suggested]
+            elif f.action == "down-weighted":
+                weights[f.index] = self.downweight_to
+        kept = np.array([i for i in range(len(records)) if i not in dropped], dtype=np.int64)
+        summary = self._summary(records, findings, kept, labels, issues, probs)
+        result = CleaningResult(records, findings, kept, labels, weights, probs, summary)
+        if out_dir is not None:
+            self.write(result, Path(out_dir))
+        return result
+
+    def _summary(self, records, findings, kept, labels, issues, probs) -> dict[str, Any]:
+        names = records.class_names
+        before = Counter(names[y] for y in records.labels)
+        after = Counter(names[labels[i]] for i in kept)
+        counts = Counter((f.kind, f.action) for f in findings)
+        summary: dict[str, Any] = {
+            "records": len(records),
+            "kept": len(kept),
+            "unreadable": sum(i.action == "dropped" for i in records.issues),
+            "changed_while_reading": sum(i.action != "dropped" for i in records.issues),
+            "findings": {f"{k} ({a})": v for (k, a), v in sorted(counts.items())},
+            "class_counts_before": {c: before.get(c, 0) for c in names},
+            "class_counts_after": {c: after.get(c, 0) for c in names},
+            "imbalance_before": round(
+                max(before.values()) / max(min(before.get(c, 0) for c in names), 1), 2
+            ),
+            "imbalance_after": round(
+                max(after.values(), default=0) / max(min(after.get(c, 0) for c in names), 1), 2
+            ),
+            "settings": {k: v for k, v in vars(self).items()},
+        }
+        if issues is not None:
+            valid = ~np.isnan(probs[:, 0])
+            summary["estimated_noise_rate"] = round(issues.noise_rate, 4)
+            summary["out_of_fold_accuracy"] = round(
+                float((probs[valid].argmax(1) == records.labels[valid]).mean()), 4
+            )
+        return summary
+
+    # ----------------------------------------------------------------- output
+    def write(self, result: CleaningResult, out_dir: Path) -> None:
+        """Write the manifest, ``removed.csv``, ``findings.csv`` and the report into ``out_dir``."""
+        from lifecycle.data.cleaning.report import write_report
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        records = result.records
+        names = records.class_names
+        rows = [
+            ManifestRow(records.sources[i], names[result.labels[i]], float(result.weights[i]),
+                        names[records.labels[i]])
+            for i in result.kept
+        ]  # fmt: skip
+        write_manifest(rows, out_dir / "manifest.csv")
+        changed = [
+            DataIssue(f.source, f.kind, f.action, f.detail)
+            for f in result.findings
+            if f.action != "flagged"
+        ]
+        write_issues(records.issues + changed, out_dir / "removed.csv")
+        with open(out_dir / "findings.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["source", "kind", "action", "detail", "score", "suggested"])
+            for item in records.issues:
+                writer.writerow([item.source, item.reason, item.action, item.detail, "", ""])
+            for item in result.findings:
+                writer.writerow([item.source, item.kind, item.action, item.detail,
+                                 "" if item.score is None else f"{item.score:.4f}", item.suggested or ""])  # fmt: skip
+        if result.probabilities is not None:
+            np.save(out_dir / "out_of_fold_probabilities.npy", result.probabilities)
+        (out_dir / "report.json").write_text(json.dumps(result.summary, indent=2) + "\n")
+        write_report(result, out_dir)
+        result.out_dir = out_dir
+        log.warning(
+            f"Kept {len(result.kept)} of {len(records)} records; wrote {out_dir / 'manifest.csv'} "
+            f"(train with `cleaned_manifest: {out_dir / 'manifest.csv'}`) and {out_dir / 'report.md'}."
+        )

@@ -1,0 +1,289 @@
+"""The cleaning stage: confident learning, duplicates, K-fold probabilities, manifest, report."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lifecycle.data import ImageClassificationDataModule, TextClassificationDataModule
+from lifecycle.data.cleaning import (
+    DataCleaner,
+    apply_manifest,
+    exact_duplicates,
+    find_label_issues,
+    near_duplicate_image_pairs,
+    near_duplicate_text_pairs,
+    read_manifest,
+    write_manifest,
+)
+from lifecycle.data.cleaning.duplicates import groups_from_pairs
+from lifecycle.data.cleaning.kfold import check_folds
+from lifecycle.data.cleaning.label_issues import LabelIssueError, confident_joint
+from lifecycle.data.cleaning.manifest import ManifestRow
+from lifecycle.data.datasets import DatasetNotFoundError, DataValidationError, load_fashion_mnist
+
+
+def noisy_probabilities(n=3000, k=5, noise=0.1, seed=0):
+    """A model 95% right on true labels, and labels of which ``noise`` were flipped at random."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k))
+    right = rng.random(n) < 0.95
+    logits[np.arange(n), np.where(right, true, rng.integers(0, k, n))] += 3.0
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    flipped = rng.random(n) < noise
+    labels = np.where(flipped, (true + rng.integers(1, k, n)) % k, true)
+    return labels, probs, flipped
+
+
+def test_confident_learning_finds_flipped_labels_and_estimates_the_noise():
+    labels, probs, flipped = noisy_probabilities()
+    issues = find_label_issues(labels, probs)
+    tp = (issues.mask & flipped).sum()
+    precision, recall = tp / issues.mask.sum(), tp / flipped.sum()
+    # the model's own 5% of errors look like label errors: precision is bounded by them
+    assert precision > 0.6 and recall > 0.8, (precision, recall)
+    assert abs(issues.noise_rate - flipped.mean()) < 0.05
+    # most likely wrong first, never the given label suggested
+    scores = issues.self_confidence[issues.indices]
+    assert np.all(np.diff(scores) >= 0)
+    assert not np.any(issues.suggested[issues.mask] == labels[issues.mask])
+    # with the flipped records left out, about the model's error rate is flagged
+    clean = find_label_issues(labels[~flipped], probs[~flipped])
+    assert clean.mask.mean() < 0.06
+
+
+def test_confident_joint_counts_records_per_label_when_calibrated():
+    labels, probs, _ = noisy_probabilities(n=500)
+    joint = confident_joint(labels, probs)
+    assert np.allclose(joint.sum(axis=1), np.bincount(labels, minlength=5))
+
+
+@pytest.mark.parametrize(
+    ("labels", "probs", "message"),
+    [
+        (np.array([0, 1]), np.full((3, 2), 0.5), "one row per label"),
+        (np.array([0, 2]), np.full((2, 2), 0.5), "integers in \\[0, 2\\)"),
+        (np.array([0, 1]), np.array([[0.5, 0.6], [0.5, 0.5]]), "sum to 1"),
+        (np.array([0, 1]), np.array([[np.nan, 1], [0.5, 0.5]]), "NaN"),
+    ],
+)
+def test_label_issues_reject_bad_input_by_name(labels, probs, message):
+    with pytest.raises(LabelIssueError, match=message):
+        find_label_issues(labels, probs)
+
+
+def test_folds_need_two_classes_and_enough_records_per_class():
+    with pytest.raises(DataValidationError, match="one label \\(cat\\)"):
+        check_folds(np.zeros(10, dtype=int), 5, ["cat", "dog"])
+    labels = np.array([0] * 10 + [1] * 3)
+    with pytest.raises(DataValidationError, match="dog \\(3\\).*lower `folds` to at most 3"):
+        check_folds(labels, 5, ["cat", "dog"])
+    check_folds(labels, 3, ["cat", "dog"])
+
+
+def test_exact_duplicates_of_images_and_of_texts_up_to_case_and_spacing():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (6, 8, 8, 1), dtype=np.uint8)
+    images[4] = images[1]
+    assert exact_duplicates(images) == [[1, 4]]
+    texts = ["Hello  World", "other", "hello world", "HELLO WORLD ", "hello, world"]
+    assert exact_duplicates(texts) == [[0, 2, 3]]
+    assert groups_from_pairs(5, [(3, 1), (1, 4)]) == [[1, 3, 4]]
+
+
+@pytest.fixture(scope="module")
+def fashion_with_copies():
+    """2,000 Fashion-MNIST images and 60 near copies of some (shifted by 1-2 px or noised)."""
+    x = load_fashion_mnist().train.x[:2000]
+    rng = np.random.default_rng(0)
+    src = rng.choice(len(x), 60, replace=False)
+    copies = []
+    for k, s in enumerate(src):
+        img = x[s, ..., 0].astype(np.float32)
+        if k % 2:
+            img = img + rng.normal(0, 12, img.shape)
+        else:
+            img = np.roll(img, (int(rng.integers(1, 3)), -int(rng.integers(0, 3))), axis=(0, 1))
+        copies.append(np.clip(img, 0, 255).round().astype(np.uint8)[..., None])
+    truth = {(int(s), len(x) + k) for k, s in enumerate(src)}
+    return np.concatenate([x, np.stack(copies)]), truth
+
+
+def test_near_duplicate_images_are_found_with_high_precision(fashion_with_copies):
+    images, truth = fashion_with_copies
+    found = {(a, b) for a, b, _ in near_duplicate_image_pairs(images)}
+    assert len(found & truth) / len(truth) >= 0.95
+    assert len(found & truth) / len(found) >= 0.9
+
+
+def test_near_duplicate_texts_by_minhash_lsh():
+    base = [
+        "the flight was delayed three hours and nobody told us anything at the gate",
+        "loving the new phone, the battery lasts all day and the camera is great",
+        "customer service hung up on me twice today, never flying with them again",
+        "what a beautiful morning for a run along the river before work",
+    ]
+    texts = base + [
+        base[0] + " #fail",
+        base[1].replace("great", "grand"),
+        "completely different words about the weather in spring and summer",
+    ]
+    pairs = {(a, b) for a, b, _ in near_duplicate_text_pairs(texts, threshold=0.7)}
+    assert pairs == {(0, 4), (1, 5)}
+
+
+def test_manifest_round_trip_and_errors(tmp_path):
+    path = write_manifest(
+        [ManifestRow("a.png", "cat", 1.0, "cat"), ManifestRow("c.png", "dog", 0.2, "cat")],
+        tmp_path / "manifest.csv",
+    )
+    manifest = read_manifest(path)
+    kept, labels, weights = apply_manifest(
+        ["a.png", "b.png", "c.png"], ["cat", "dog"], manifest, "d"
+    )
+    assert kept.tolist() == [0, 2] and labels.tolist() == [0, 1]
+    assert weights.tolist() == pytest.approx([1.0, 0.2])
+    with pytest.raises(DataValidationError, match="1 records that other does not hold.*'c.png'"):
+        apply_manifest(["a.png", "b.png"], ["cat", "dog"], manifest, "other")
+    with pytest.raises(DataValidationError, match="labels \\['dog'\\] that are not classes"):
+        apply_manifest(["a.png", "c.png"], ["cat"], manifest, "d")
+    path.write_text("source,label,weight\na.png,cat,heavy\n")
+    with pytest.raises(DataValidationError, match="line 2: weight 'heavy'"):
+        read_manifest(path)
+    path.write_text("source,weight\na.png,1\n")
+    with pytest.raises(DataValidationError, match="lacks column\\(s\\) \\['label'\\]"):
+        read_manifest(path)
+    with pytest.raises(DatasetNotFoundError, match="lifecycle clean"):
+        read_manifest(tmp_path / "missing.csv")
+
+
+def test_weighted_loss_ignores_zero_weight_records():
+    from lifecycle.models import MLP
+    from lifecycle.stages import ClassificationModule
+
+    model = ClassificationModule(MLP(4, [8]), num_classes=3)
+    logits = torch.randn(4, 3)
+    target = torch.tensor([0, 1, 2, 1])
+    weighted = model._loss(logits, target, torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    assert weighted.item() == pytest.approx(model._loss(logits[:2], target[:2]).item(), rel=1e-5)
+
+
+def blobs(n_per_class, rng, size=16):
+    """Two classes of easy grey images: a bright square top-left (a) or bottom-right (b)."""
+    out = {"a": [], "b": []}
+    for name, (r, c) in (("a", (2, 2)), ("b", (9, 9))):
+        for _ in range(n_per_class):
+            img = rng.integers(0, 40, (size, size)).astype(np.uint8)
+            img[r + rng.integers(0, 2) : r + 5, c + rng.integers(0, 2) : c + 5] = 220
+            out[name].append(img)
+    return out
+
+
+@pytest.mark.slow
+def test_cleaning_stage_end_to_end_on_an_image_folder(tmp_path, write_images):
+    from lifecycle.models import SmallCNN
+    from lifecycle.stages import ClassificationModule
+
+    rng = np.random.default_rng(0)
+    classes = blobs(66, rng)
+    # 6 mislabeled images: class b pictures in folder a
+    classes["a"] += classes["b"][60:]
+    del classes["b"][60:]
+    classes["b"].append(classes["b"][10].copy())  # an exact duplicate
+    root = write_images(classes)
+    (root / "a" / "broken.png").write_bytes(b"not a png")
+    dm = ImageClassificationDataModule(str(root), batch_size=16, num_workers=0)
+    model = ClassificationModule(
+        SmallCNN(in_channels=1, channels=[8], convs_per_block=1, pool_size=2, hidden=16),
+        num_classes=2,
+    )
+    cleaner = DataCleaner(folds=3, label_issues="relabel")
+    trainer = {"max_epochs": 6, "accelerator": "cpu", "enable_progress_bar": False}
+    result = cleaner.run(dm, model, trainer, tmp_path / "out")
+    out = tmp_path / "out"
+    removed = list(csv.DictReader(open(out / "removed.csv")))
+    reasons = {
+        (r["source"].rsplit("/", 2)[-2] + "/" + r["source"].rsplit("/", 1)[-1], r["reason"])
+        for r in removed
+    }
+    assert ("a/broken.png", "unreadable image") in reasons
+    assert ("b/60.png", "exact duplicate") in reasons
+    relabeled = {r["source"].rsplit("/", 1)[-1] for r in removed if r["action"] == "relabeled"}
+    planted = {f"{66 + i}.png" for i in range(6)}
+    assert len(relabeled & planted) >= 5 and len(relabeled - planted) <= 2, relabeled
+    manifest = list(csv.DictReader(open(out / "manifest.csv")))
+    assert len(manifest) == len(result.kept) == 66 + 6 + 60  # all but the copy and the broken file
+    summary = json.loads((out / "report.json").read_text())
+    assert summary["unreadable"] == 1 and summary["out_of_fold_accuracy"] > 0.85
+    report = (out / "report.md").read_text()
+    assert (
+        "![label issue](flagged_label_issue.png)" in report and (out / "class_balance.png").exists()
+    )
+    # a DataModule trains on exactly the manifest's records and labels
+    cleaned = ImageClassificationDataModule(
+        str(root), cleaned_manifest=str(out / "manifest.csv"), val_fraction=0.2, test_fraction=0.2
+    )
+    with pytest.raises(DataValidationError, match="Cannot decode"):
+        ImageClassificationDataModule(
+            str(root)
+        ).setup()  # without cleaning, the broken file stops it
+    cleaned.setup()
+    used = sum(len(s) for s in cleaned.splits.values())
+    assert used == len(manifest)
+    sources = [s for split in cleaned.splits.values() for s in split.sources]
+    b_in_a = [s for s in sources if s.endswith(tuple(f"/a/{p}" for p in planted))]
+    labels = {
+        s: y
+        for split in cleaned.splits.values()
+        for s, y in zip(split.sources, split.y, strict=True)
+    }
+    assert sum(labels[s] == 1 for s in b_in_a) >= 5  # relabeled to b
+
+
+@pytest.mark.slow
+def test_text_cleaning_drops_near_duplicates_and_flags_label_issues(tmp_path):
+    rng = np.random.default_rng(0)
+    good = ["great", "love", "wonderful", "happy", "excellent", "nice"]
+    bad = ["awful", "hate", "terrible", "sad", "horrible", "worst"]
+    fill = ["today", "the", "movie", "really", "was", "food", "service", "it", "so", "my"]
+    rows = []
+    for i in range(160):
+        label = "pos" if i % 2 else "neg"
+        words = list(rng.choice(fill, 5)) + list(rng.choice(good if i % 2 else bad, 2))
+        rng.shuffle(words)
+        rows.append((" ".join(words) + f" number {i}", label))
+    rows.append((rows[3][0] + " !!", rows[3][1]))  # a near duplicate
+    for i in range(6):  # mislabeled
+        text, label = rows[2 * i + 1]
+        rows[2 * i + 1] = (text, "neg" if label == "pos" else "pos")
+    path = tmp_path / "texts.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *rows])
+    from lifecycle.models import TextCNN
+    from lifecycle.stages import ClassificationModule
+
+    dm = TextClassificationDataModule(str(path), vocab_size=300, max_length=24, batch_size=16)
+    model = ClassificationModule(
+        TextCNN(vocab_size=300, embedding_dim=16, num_filters=16, kernel_sizes=[2, 3]),
+        num_classes=2,
+    )
+    cleaner = DataCleaner(folds=3, label_issues="flag", text_similarity=0.7)
+    trainer = {"max_epochs": 8, "accelerator": "cpu", "enable_progress_bar": False}
+    result = cleaner.run(dm, model, trainer, tmp_path / "out")
+    kinds = {(f.source.rsplit(":", 1)[-1], f.kind) for f in result.findings}
+    assert ("line 162", "near duplicate") in kinds  # row 160, after the header line
+    flagged = {f.source for f in result.findings if f.kind == "label issue"}
+    planted = {f"texts.csv:line {2 * i + 3}" for i in range(6)}
+    assert len(flagged & planted) >= 4, flagged
+    assert all(f.action == "flagged" for f in result.findings if f.kind == "label issue")
+    assert len(result.kept) == 161 - 1  # flags remove nothing
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Label issue" in report and "number 1" in report
+    cleaned = TextClassificationDataModule(
+        str(path), cleaned_manifest=str(tmp_path / "out" / "manifest.csv"), vocab_size=300
+    )
+    cleaned.setup()
+    assert sum(len(t) for t in cleaned.texts.values()) == 160
