@@ -34,18 +34,12 @@ PRESETS: dict[str, list] = {
         {"HorizontalFlip": {"p": 0.5}},
         {"Affine": {"translate_percent": [-0.0625, 0.0625], "p": 0.5}},
     ],
-    # shifts of up to ~2 px, slight zoom and rotation, and one erased patch (Cutout) of 15-25%
-    # of the side: calibrated on 5k Fashion-MNIST images (stronger settings cost accuracy there)
+    # shifts of up to ~2 px, slight zoom, and one erased patch (Cutout) of 15-25% of the side.
+    # Chosen by validation accuracy on 5k Fashion-MNIST images among variants with rotation,
+    # without zoom, or with more Cutout (benchmarks/augmentation.py gives the figures).
     "medium": [
         {"HorizontalFlip": {"p": 0.5}},
-        {
-            "Affine": {
-                "translate_percent": [-0.0625, 0.0625],
-                "scale": [0.95, 1.05],
-                "rotate": [-8, 8],
-                "p": 0.7,
-            }
-        },
+        {"Affine": {"translate_percent": [-0.0625, 0.0625], "scale": [0.95, 1.05], "p": 0.7}},
         {
             "CoarseDropout": {
                 "num_holes_range": [1, 1],

@@ -295,7 +295,8 @@ def read_images(
     Args:
         paths: the image files.
         image_size: (H, W) to resize every image to; without it, every image must have one size.
-        channels: 1 (grey) or 3 (RGB); default 1 when every image is grey, else 3.
+        channels: 1 (grey) or 3 (RGB); default 1 when every image is grey, else 3 (with
+            ``skipped``: 1 when most are grey; each converted image is listed).
         where: the folder, for error messages.
         skipped: ``None`` raises on an unreadable image or a size that differs from the others;
             a list collects them instead as :class:`~lifecycle.data.validation.DataIssue` (the
@@ -332,10 +333,23 @@ def read_images(
     if not decoded:
         raise DataValidationError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found in {where}.")
     if channels is None:
-        channels = 1 if all(img.mode in ("L", "1", "I;16", "I", "LA") for img in decoded) else 3
+        greys = sum(img.mode in ("L", "1", "I;16", "I", "LA") for img in decoded)
+        # cleaning (``skipped``) converts the few odd ones to the mode of most images
+        channels = (
+            1 if greys == len(decoded) or (skipped is not None and 2 * greys > len(decoded)) else 3
+        )
     if channels not in (1, 3):
         raise DataValidationError(f"channels must be 1 (grey) or 3 (RGB), got {channels}.")
     mode = "L" if channels == 1 else "RGB"
+    if skipped is not None:
+        grey = ("L", "1", "I;16", "I", "LA")
+        skipped += [
+            DataIssue(
+                str(path), "channels differ from the others", "converted", f"{img.mode} -> {mode}"
+            )
+            for path, img in zip(paths, decoded, strict=True)
+            if (img.mode in grey) != (mode == "L")
+        ]
     if image_size is None:
         sizes = Counter(img.size for img in decoded)
         (common, _), *_ = sizes.most_common(1)
@@ -375,7 +389,11 @@ def image_files(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _as_image_array(x: np.ndarray, where: str) -> np.ndarray:
+def _as_image_array(
+    x: np.ndarray, where: str, skipped: list | None = None, sources: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images as ``uint8`` (N, H, W, C), and the indices of the rows kept: rows holding NaN or
+    Inf raise, or with a ``skipped`` list are left out and listed there."""
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
@@ -386,24 +404,41 @@ def _as_image_array(x: np.ndarray, where: str) -> np.ndarray:
         x = np.moveaxis(x, 1, -1)  # (N, C, H, W) -> (N, H, W, C)
     if x.shape[-1] not in (1, 3):
         raise DataValidationError(f"{where}: images need 1 or 3 channels, got shape {x.shape}.")
+    kept = np.arange(len(x))
     if x.dtype != np.uint8:
         finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
         if not finite.all():
             bad = np.flatnonzero(~finite)
-            raise DataValidationError(
-                f"{where}: {len(bad)} images hold NaN or Inf values; the first is row {bad[0]}."
-            )
+            if skipped is None:
+                raise DataValidationError(
+                    f"{where}: {len(bad)} images hold NaN or Inf values; the first is row {bad[0]}. "
+                    "Fix: remove them (`lifecycle clean` lists and skips them)."
+                )
+            from lifecycle.data.validation import DataIssue
+
+            skipped += [
+                DataIssue(
+                    sources[i] if sources else f"{where}[{i}]", "NaN or Inf pixels", "dropped"
+                )
+                for i in bad
+            ]
+            kept = np.flatnonzero(finite)
+            x = x[kept]
         scale = 255.0 if x.max(initial=0) <= 1.0 else 1.0
         x = np.clip(x * scale, 0, 255).round().astype(np.uint8)
-    return x
+    return x, kept
 
 
-def load_npz(path: str | os.PathLike, kind: str = "image") -> LoadedDataset:
+def load_npz(
+    path: str | os.PathLike, kind: str = "image", skipped: list | None = None
+) -> LoadedDataset:
     """Arrays in an ``.npz``: ``x`` and ``y`` (and optionally ``x_test``, ``y_test``, ``class_names``).
 
     Args:
         path: the file.
         kind: ``"image"`` (x as (N, H, W[, C]) uint8 or floats in [0, 1]) or ``"tabular"`` (x as (N, F)).
+        skipped: for images, a list to collect rows with NaN/Inf pixels in (left out) instead of
+            raising.
     """
     path = Path(path)
     with np.load(path, allow_pickle=False) as archive:
@@ -421,11 +456,13 @@ def load_npz(path: str | os.PathLike, kind: str = "image") -> LoadedDataset:
         x, y = arrays[xk], np.asarray(arrays[yk]).reshape(-1)
         if len(x) != len(y):
             raise DataValidationError(f"{path}: {xk} has {len(x)} rows but {yk} has {len(y)}.")
+        sources = [f"{path.name}:{xk}[{i}]" for i in range(len(y))]
         if kind == "image":
-            x = _as_image_array(x, f"{path}:{xk}")
+            x, kept = _as_image_array(x, f"{path}:{xk}", skipped, sources)
+            y, sources = y[kept], [sources[i] for i in kept]
         else:
             x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
-        return Split(x, y, [f"{path.name}:{xk}[{i}]" for i in range(len(y))])
+        return Split(x, y, sources)
 
     names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else None
     return LoadedDataset(path.stem, split("x", "y"), split("x_test", "y_test"), names)
@@ -504,7 +541,7 @@ def load_dataset(
     if path.is_dir():
         return load_image_folder(path, **kwargs)
     if path.suffix == ".npz":
-        return load_npz(path, kind=kind)
+        return load_npz(path, kind=kind, skipped=kwargs.get("skipped"))
     if path.suffix == ".csv":
         return load_csv(path, **kwargs)
     raise DataValidationError(

@@ -219,12 +219,12 @@ class ImageClassificationDataModule(SplitDataModule):
     # ----------------------------------------------------------------- loading and splitting
     def load(self, skipped: list | None = None) -> LoadedDataset:
         """Read the dataset (no splitting); a hook for subclasses that read data elsewhere.
-        With a ``skipped`` list, unreadable image files are listed there instead of raising."""
-        kwargs = (
-            {"image_size": self.image_size, "channels": self.channels, "skipped": skipped}
-            if self._is_folder()
-            else {}
-        )
+        With a ``skipped`` list, unreadable image files (and ``.npz`` rows with NaN/Inf pixels)
+        are listed there and left out instead of raising."""
+        if self._is_folder():
+            kwargs = {"image_size": self.image_size, "channels": self.channels, "skipped": skipped}
+        else:
+            kwargs = {"skipped": skipped} if str(self.dataset).endswith(".npz") else {}
         return load_dataset(self.dataset, self.data_dir, kind="image", **kwargs)
 
     def _class_names(self, data: LoadedDataset) -> list[str]:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from typing import Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lifecycle.data.datasets import DataValidationError, LoadedDataset, load_dataset
+from lifecycle.data.datasets import DataValidationError, LoadedDataset, Split, load_dataset
 from lifecycle.data.loading import SplitDataModule
 from lifecycle.data.splits import split_indices
-from lifecycle.data.validation import check_finite, check_labels, check_not_empty
+from lifecycle.data.validation import (
+    DataIssue,
+    check_finite,
+    check_labels,
+    check_not_empty,
+    summarize_issues,
+    write_issues,
+)
+
+log = logging.getLogger(__name__)
 
 
 class TabularDataset(Dataset):
@@ -53,11 +64,16 @@ class TabularDataModule(SplitDataModule):
         batch_size: rows per batch, or ``"full"`` for full-batch gradient descent.
         num_workers: DataLoader worker processes.
         standardize: z-score each feature with the training split's mean and std.
+        missing: rows with missing feature values (empty CSV cells, NaN): ``"error"`` (stop,
+            naming the count and the first row), ``"drop"`` the rows, or fill each gap with its
+            column's ``"median"`` or most frequent value (``"mode"``) over the training rows.
+            Rows with a missing target are dropped unless ``"error"``. Every dropped or filled
+            row is listed in the run folder's ``data_issues.csv``.
         seed: seed of the splits.
 
     Raises:
-        DataValidationError: NaN/Inf features or targets, labels out of range, empty splits —
-            each naming the count and the first offending row.
+        DataValidationError: NaN/Inf features or targets (with ``missing: error``; Inf always),
+            labels out of range, empty splits — each naming the count and the first offending row.
     """
 
     def __init__(
@@ -72,11 +88,18 @@ class TabularDataModule(SplitDataModule):
         batch_size: int | Literal["full"] = 32,
         num_workers: int = 0,
         standardize: bool = True,
+        missing: Literal["error", "drop", "median", "mode"] = "error",
         seed: int = 42,
     ):
         super().__init__()
         if task not in ("regression", "classification"):
             raise ValueError(f"`task` must be 'regression' or 'classification', got {task!r}.")
+        if missing not in ("error", "drop", "median", "mode"):
+            raise ValueError(
+                f"`missing` must be 'error', 'drop', 'median' or 'mode', got {missing!r}."
+            )
+        self.missing = missing
+        self.issues: list[DataIssue] = []
         self.save_hyperparameters()
         self.dataset, self.task, self.target, self.features = dataset, task, target, features
         self.data_dir, self.val_fraction, self.test_fraction = data_dir, val_fraction, test_fraction
@@ -130,10 +153,75 @@ class TabularDataModule(SplitDataModule):
                     ) from err
         return data
 
+    def _missing_targets(self, split: Split) -> Split:
+        """Leave out rows whose target is empty or NaN (listed), before targets are parsed."""
+        empty = np.array([_is_missing(v) for v in split.y], dtype=bool)
+        if not empty.any():
+            return split
+        self.issues += [
+            DataIssue(split.source(i), "missing target", "dropped") for i in np.flatnonzero(empty)
+        ]
+        return split.take(np.flatnonzero(~empty))
+
+    def _fill_missing(self, data: LoadedDataset) -> LoadedDataset:
+        """Apply ``missing`` to rows with NaN features: drop them, or fill from training columns."""
+        names = data.feature_names or [f"x{i}" for i in range(data.train.x.shape[1])]
+        train_x = data.train.x
+        fill = None
+        if self.missing in ("median", "mode"):
+            fill = np.zeros(train_x.shape[1], dtype=np.float32)
+            for j in range(train_x.shape[1]):
+                column = train_x[:, j][np.isfinite(train_x[:, j])]
+                if not len(column):
+                    raise DataValidationError(
+                        f"Feature column '{names[j]}' has no values at all in the training rows: "
+                        "nothing to fill it with. Fix: leave it out of `features`."
+                    )
+                fill[j] = (
+                    np.median(column) if self.missing == "median" else Counter(column.tolist()).most_common(1)[0][0]
+                )  # fmt: skip
+        splits = []
+        for split in (data.train, data.test):
+            if split is None:
+                splits.append(None)
+                continue
+            gaps = np.isnan(split.x)
+            rows = np.flatnonzero(gaps.any(axis=1))
+            for i in rows:
+                columns = ", ".join(names[j] for j in np.flatnonzero(gaps[i]))
+                if fill is None:
+                    self.issues.append(
+                        DataIssue(split.source(i), "missing feature value", "dropped", columns)
+                    )
+                else:
+                    values = ", ".join(f"{names[j]}={fill[j]:g}" for j in np.flatnonzero(gaps[i]))
+                    self.issues.append(
+                        DataIssue(split.source(i), "missing feature value", f"filled ({self.missing})", values)
+                    )  # fmt: skip
+            if fill is None:
+                split = split.take(np.flatnonzero(~gaps.any(axis=1)))
+            else:
+                split.x = np.where(gaps, fill[None, :], split.x).astype(np.float32)
+            splits.append(split)
+        data.train, data.test = splits
+        return data
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        data = self._targets(self.load())
+        data = self.load()
+        if self.missing != "error":
+            data.train = self._missing_targets(data.train)
+            if data.test is not None:
+                data.test = self._missing_targets(data.test)
+            data = self._fill_missing(self._targets(data))
+            for line in summarize_issues(self.issues):
+                log.warning(line)
+            out = self._run_dir()
+            if out is not None and self.issues:
+                write_issues(self.issues, out / "data_issues.csv")
+        else:
+            data = self._targets(data)
         for name, split in (("train", data.train), ("test", data.test)):
             if split is None:
                 continue
@@ -176,6 +264,16 @@ class TabularDataModule(SplitDataModule):
     @property
     def num_features(self) -> int:
         return self.splits["train"].x.shape[1]
+
+
+def _is_missing(v) -> bool:
+    """An empty cell or a NaN."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return True
+    try:
+        return bool(np.isnan(float(v)))
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_number(v) -> bool:

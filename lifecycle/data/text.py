@@ -292,6 +292,10 @@ class TextClassificationDataModule(TextDataModule):
         cleaned_manifest: a ``manifest.csv`` written by ``lifecycle clean``: only its records
             of ``dataset`` are used, with its labels, and its weights scale each record's
             training loss. ``test_dataset`` is left as it is.
+        normalize_text: standardize every text as read: Unicode NFKC (full-width letters,
+            ligatures and compatibility forms to their plain equivalents) and runs of
+            whitespace as one space, trimmed; the number changed is logged. Lower-casing is the
+            tokenizer's ``lowercase``.
     """
 
     def __init__(
@@ -322,6 +326,7 @@ class TextClassificationDataModule(TextDataModule):
         seed: int = 42,
         predict_path: str | None = None,
         cleaned_manifest: str | None = None,
+        normalize_text: bool = False,
     ):
         super().__init__(
             tokenizer,
@@ -353,6 +358,7 @@ class TextClassificationDataModule(TextDataModule):
         TokenAugment(*self.augment_probs, mask_id=0, special_ids=set())  # checks the ranges
         self.predict_path = predict_path
         self.cleaned_manifest = cleaned_manifest
+        self.normalize_text = normalize_text
         self.class_names: list[str] | None = None
         self.num_classes: int | None = None
 
@@ -415,11 +421,24 @@ class TextClassificationDataModule(TextDataModule):
         self.class_names, self.num_classes = names, len(names)
         self._datasets = {}
 
+    def _normalize(self, table: TextTable) -> TextTable:
+        """NFKC and whitespace runs as one space, trimmed; the changed records are counted."""
+        texts = [" ".join(unicodedata.normalize("NFKC", t).split()) for t in table.texts]
+        changed = sum(a != b for a, b in zip(texts, table.texts, strict=True))
+        if changed:
+            self.notes.append(
+                f"{table.name}: {changed} of {len(texts)} texts standardized (NFKC, whitespace)."
+            )
+        table.texts = texts
+        return table
+
     def _load(self, dataset: str) -> TextTable:
         table = load_text_dataset(
             dataset, self.data_dir, self.text_column, self.label_column, self.encoding_errors
         )
         self._record(table)
+        if self.normalize_text:
+            table = self._normalize(table)
         if self.classes is not None:
             wanted = set(self.classes)
             rows = [i for i, label in enumerate(table.labels) if label in wanted]

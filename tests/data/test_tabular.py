@@ -65,3 +65,39 @@ def test_arrays_from_npz(tmp_path):
     dm = TabularDataModule(str(tmp_path / "a.npz"), val_fraction=0.2)
     dm.setup("fit")
     assert len(dm.splits["test"]) == 10 and len(dm.splits["train"]) == 40
+
+
+def _gappy_csv(tmp_path):
+    path = tmp_path / "gappy.csv"
+    rows = ["a,b,y"] + [f"{i},{i % 3},{i % 2}" for i in range(40)]
+    rows[3] = "2,,0"  # missing b (line 4)
+    rows[6] = ",2,1"  # missing a (line 7)
+    rows[9] = "8,2,"  # missing target (line 10)
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("policy", ["drop", "median", "mode"])
+def test_missing_values_follow_the_policy_and_are_listed(tmp_path, policy):
+    dm = TabularDataModule(str(_gappy_csv(tmp_path)), task="classification", missing=policy,
+                           val_fraction=0.2, test_fraction=0.2, standardize=False)  # fmt: skip
+    dm.setup()
+    rows = {
+        s: x for split in dm.splits.values() for s, x in zip(split.sources, split.x, strict=True)
+    }
+    issues = {(i.source, i.reason): i for i in dm.issues}
+    assert issues[("gappy.csv:line 10", "missing target")].action == "dropped"
+    assert "gappy.csv:line 10" not in rows
+    if policy == "drop":
+        assert len(rows) == 37 and "gappy.csv:line 4" not in rows
+        assert issues[("gappy.csv:line 4", "missing feature value")].detail == "b"
+    else:
+        assert len(rows) == 39 and np.isfinite(np.stack(list(rows.values()))).all()
+        column_b = [i % 3 for i in range(40) if i not in (2, 8)]
+        expected = np.median(column_b) if policy == "median" else 0.0  # 0 is the most frequent
+        assert rows["gappy.csv:line 4"][1] == pytest.approx(expected)
+        assert issues[("gappy.csv:line 4", "missing feature value")].action == f"filled ({policy})"
+    with pytest.raises(DataValidationError, match="NaN or Inf features"):
+        TabularDataModule(str(_gappy_csv(tmp_path)), task="classification").setup()
+    with pytest.raises(ValueError, match="`missing` must be"):
+        TabularDataModule(missing="mean")

@@ -249,3 +249,17 @@ def test_corpus_for_causal_lm_predicts_every_real_token(tmp_path):
     real = batch["attention_mask"] == 1
     assert torch.equal(batch["labels"][real], batch["input_ids"][real])
     assert (batch["labels"][~real] == -100).all()
+
+
+def test_normalize_text_standardizes_unicode_and_spacing_and_counts_it(tmp_path):
+    rows = sentiment_rows(40)
+    rows[0] = ("ＦＵＬＬ width  and\ttabs ﬁne", rows[0][1])
+    path = write_csv(tmp_path / "t.csv", rows)
+    dm = TextClassificationDataModule(str(path), normalize_text=True, val_fraction=0.2, test_fraction=0.2)
+    dm.setup()
+    texts = [t for table in dm.texts.values() for t in table.texts]
+    assert "FULL width and tabs fine" in texts
+    assert any("1 of 40 texts standardized" in note for note in dm.notes)
+    raw = TextClassificationDataModule(str(path), val_fraction=0.2, test_fraction=0.2)
+    raw.setup()
+    assert rows[0][0] in [t for table in raw.texts.values() for t in table.texts]

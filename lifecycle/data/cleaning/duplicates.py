@@ -103,7 +103,7 @@ def image_signatures(images: np.ndarray, frequencies: int = 6) -> np.ndarray:
     return sig / (np.linalg.norm(sig, axis=1, keepdims=True) + 1e-8)
 
 
-def nearest_neighbours(sig: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(sig: np.ndarray, k: int, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` most similar other rows of each row by cosine similarity: (indices, similarities)."""
     n = len(sig)
     k = min(k, n - 1)
