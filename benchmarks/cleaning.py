@@ -23,8 +23,16 @@ known injected problems; and near-duplicate text detection speed.
 Targets: label F1 >= cleanlab's - 0.02; exact-duplicate recall 1.0; near-duplicate recall >= 0.9
 at precision >= 0.95; accuracy gain >= 0.02; 100k texts within 60 s.
 
+``acc_oracle`` (the 20k images with their true labels and no copies) bounds what any cleaning
+can gain here. Measured on this machine it is 0.9228 against 0.9154 on the noisy data: the recipe
+(label smoothing 0.1, dropout 0.3, weight decay 0.05, 15 epochs) loses only 0.74 points to 10%
+symmetric noise, so the +2 point target cannot be reached with this model and budget. Also measured
+(same data, 15 epochs): relabeling instead of dropping (fold epochs 4) 0.8982, because 41% of the
+suggested labels were wrong; the recipe's CNN without label smoothing and dropout: noisy 0.9107,
+cleaned 0.9085, oracle 0.9093.
+
     pip install -e ".[bench]"   # cleanlab, for the comparison only
-    python benchmarks/cleaning.py [--fold-epochs 4] [--epochs 15]
+    python benchmarks/cleaning.py [--fold-epochs 8] [--epochs 15] [--policy drop]
 
 Writes ``benchmarks/results/cleaning.json``.
 """
@@ -223,7 +231,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--fold-epochs", type=int, default=4)
+    parser.add_argument("--fold-epochs", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--policy", default="drop", choices=["drop", "relabel", "downweight"],
                         help="what the cleaning does with label issues")  # fmt: skip
