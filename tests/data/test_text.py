@@ -255,7 +255,9 @@ def test_normalize_text_standardizes_unicode_and_spacing_and_counts_it(tmp_path)
     rows = sentiment_rows(40)
     rows[0] = ("ＦＵＬＬ width  and\ttabs ﬁne", rows[0][1])
     path = write_csv(tmp_path / "t.csv", rows)
-    dm = TextClassificationDataModule(str(path), normalize_text=True, val_fraction=0.2, test_fraction=0.2)
+    dm = TextClassificationDataModule(
+        str(path), normalize_text=True, val_fraction=0.2, test_fraction=0.2
+    )
     dm.setup()
     texts = [t for table in dm.texts.values() for t in table.texts]
     assert "FULL width and tabs fine" in texts
