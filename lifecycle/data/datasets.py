@@ -55,13 +55,13 @@ class Split:
     def source(self, i: int) -> str:
         return self.sources[i] if self.sources is not None else f"row {i}"
 
+    def names(self) -> list[str]:
+        """Every row's name (:meth:`source`): what a cleaned manifest lists."""
+        return [self.source(i) for i in range(len(self))]
+
     def take(self, idx: np.ndarray) -> Split:
         """The rows ``idx`` as a new split, keeping where each came from."""
-        sources = (
-            [self.sources[i] for i in idx]
-            if self.sources is not None
-            else [f"row {i}" for i in idx]
-        )
+        sources = [self.source(i) for i in idx]
         weights = self.weights[idx] if self.weights is not None else None
         return Split(self.x[idx], self.y[idx], sources, weights)
 
@@ -172,7 +172,8 @@ def load_mnist_5k(data_dir: str | None = None) -> LoadedDataset:
     table = np.loadtxt(root / MNIST_5K_FILE, delimiter=",", dtype=np.float32)
     x = table[:, :784].reshape(-1, 28, 28, 1).clip(0, 255).astype(np.uint8)
     y = table[:, 784].astype(np.int64)
-    return LoadedDataset("mnist-5k", Split(x, y), None, [str(i) for i in range(10)])
+    names = [f"mnist-5k[{i}]" for i in range(len(y))]
+    return LoadedDataset("mnist-5k", Split(x, y, names), None, [str(i) for i in range(10)])
 
 
 def load_digits(data_dir: str | None = None) -> LoadedDataset:
@@ -182,7 +183,10 @@ def load_digits(data_dir: str | None = None) -> LoadedDataset:
     bunch = sk_load_digits()
     x = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)[..., None]
     return LoadedDataset(
-        "digits", Split(x, bunch.target.astype(np.int64)), None, [str(i) for i in range(10)]
+        "digits",
+        Split(x, bunch.target.astype(np.int64), [f"digits[{i}]" for i in range(len(x))]),
+        None,
+        [str(i) for i in range(10)],
     )
 
 

@@ -235,7 +235,7 @@ class ImageClassificationDataModule(SplitDataModule):
         from lifecycle.data.cleaning.manifest import apply_manifest, read_manifest
 
         train = data.train
-        sources = train.sources or [f"row {i}" for i in range(len(train))]
+        sources = train.names()
         kept, labels, weights = apply_manifest(
             sources, self._class_names(data), read_manifest(self.cleaned_manifest), self.dataset
         )
@@ -257,14 +257,12 @@ class ImageClassificationDataModule(SplitDataModule):
         data = self.load(skipped=skipped)
         class_names = self._class_names(data)
         check_labels(data.train, len(class_names), "train")
-        train = data.train
-        sources = train.sources or [f"{self.dataset}[{i}]" for i in range(len(train))]
-        test = data.test
+        train, test = data.train, data.test
         self.class_names, self.num_classes = class_names, len(class_names)
         return CleaningRecords(
-            "image", train.x, train.y.astype(np.int64), sources, class_names,
+            "image", train.x, train.y.astype(np.int64), train.names(), class_names,
             test.x if test is not None else None,
-            (test.sources or [f"test[{i}]" for i in range(len(test))]) if test is not None else None,
+            test.names() if test is not None else None,
             skipped,
         )  # fmt: skip
 
@@ -277,12 +275,14 @@ class ImageClassificationDataModule(SplitDataModule):
         self.splits = {"train": make(train_idx), "val": make(val_idx)}
         self.class_names = list(records.class_names)
         self.num_classes = len(self.class_names)
-        if self.mean is None or self.std is None:
-            self._normalization(records.items)
+        self._normalization(records.items)
         self._datasets = {}
         self._build_datasets()
 
     def _normalization(self, images: np.ndarray) -> None:
+        """``mean``/``std`` from ``images`` where the config leaves them ``None``."""
+        if self.mean is not None and self.std is not None:
+            return
         pixels = images.reshape(-1, images.shape[-1]).astype(np.float32) / 255.0
         mean = np.asarray(
             self.mean if self.mean is not None else pixels.mean(axis=0), dtype=np.float32

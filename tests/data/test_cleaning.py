@@ -306,3 +306,13 @@ def test_nan_images_in_an_npz_are_listed_and_skipped_by_cleaning_not_by_training
         DataValidationError, match="1 images hold NaN or Inf values; the first is row 3"
     ):
         ImageClassificationDataModule(str(tmp_path / "d.npz")).setup()
+
+
+def test_a_builtin_without_files_names_its_records_so_its_manifest_applies(tmp_path):
+    result = DataCleaner(label_issues="off", near_duplicates=False).run(
+        ImageClassificationDataModule("digits"), out_dir=tmp_path
+    )
+    assert result.records.sources[:2] == ["digits[0]", "digits[1]"]
+    dm = ImageClassificationDataModule("digits", cleaned_manifest=str(tmp_path / "manifest.csv"))
+    dm.setup()
+    assert sum(len(s) for s in dm.splits.values()) == len(result.kept)
