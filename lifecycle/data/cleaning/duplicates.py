@@ -1,27 +1,28 @@
 """Exact and near duplicates, within a dataset and across its splits (leakage).
 
-- Exact: records whose content hashes are equal (image pixels; texts after NFKC, case and
-  spacing are normalized).
+- Exact: records whose content hashes are equal (image pixels; texts compared as the text
+  DataModule does, :func:`~lifecycle.data.text.text_key`: NFKC, case and spacing ignored).
 - Near-duplicate images: shifted, re-encoded or noised copies. Candidates are nearest neighbours
   in a shift-invariant signature (the magnitude of the image's low 2-D Fourier frequencies);
-  each candidate pair is confirmed when, at the best alignment within ``max_shift`` pixels, the
-  two images' pixels correlate above ``threshold``.
+  each candidate pair is confirmed when, at the best alignment within ``max_shift`` pixels and
+  after a brightness/contrast fit, almost no pixel differs (``max_differing``).
 - Near-duplicate texts: MinHash signatures of character shingles and locality-sensitive hashing
   (``datasketch``), confirmed by the shingle sets' exact Jaccard similarity, so the cost grows
   about linearly with the number of texts.
 
-Every function returns groups of indices (lists, first member the one to keep) so callers can
-decide what to drop and list it.
+:func:`exact_duplicates` returns groups of indices; the near-duplicate functions return linked
+pairs, which :func:`groups_from_pairs` turns into groups. Callers decide what to drop and list it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from lifecycle.data.text import text_key
 
 
 class UnionFind:
@@ -56,15 +57,10 @@ def groups_from_pairs(n: int, pairs: Iterable[tuple[int, int]]) -> list[list[int
     return sets.groups()
 
 
-def normalize_text(text: str) -> str:
-    """NFKC, lower case, runs of whitespace as one space, trimmed: the form texts are compared in."""
-    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
-
-
 def content_hash(item: np.ndarray | str) -> str:
     """A hash of an image's pixels (with its shape) or of a normalized text."""
     if isinstance(item, str):
-        data = normalize_text(item).encode("utf-8", "surrogatepass")
+        data = text_key(item).encode("utf-8", "surrogatepass")
     else:
         item = np.ascontiguousarray(item)
         data = str(item.shape).encode() + item.tobytes()
@@ -204,7 +200,7 @@ _PUNCT = re.compile(r"[^\w\s]+")
 def shingles(text: str, size: int = 5) -> set[str]:
     """Character ``size``-grams of the normalized text (punctuation dropped): the set two texts'
     Jaccard similarity is measured on."""
-    norm = " ".join(_PUNCT.sub(" ", normalize_text(text)).split())
+    norm = " ".join(_PUNCT.sub(" ", text_key(text)).split())
     if len(norm) <= size:
         return {norm} if norm else set()
     return {norm[i : i + size] for i in range(len(norm) - size + 1)}

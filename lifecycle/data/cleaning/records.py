@@ -38,6 +38,11 @@ class CleaningRecords:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def unreadable(self) -> int:
+        """How many records reading left out; the other ``issues`` were changed and kept."""
+        return sum(issue.action == "dropped" for issue in self.issues)
+
     def take(self, idx: np.ndarray) -> CleaningRecords:
         """The records ``idx`` (the test records and issues are kept as they are)."""
         idx = np.asarray(idx, dtype=np.int64)

@@ -177,9 +177,12 @@ class DataCleaner:
             )
         name = lambda i: records.sources[i] if i < n else records.test_sources[i - n]  # noqa: E731
         exact = dup.exact_duplicates(items)
+        exact_group = {i: g[0] for g in exact for i in g}  # each exact copy -> its group's first
         near_pairs = self._near_pairs(records.kind, items) if self.near_duplicates else []
-        exact_pairs = [(g[0], j, 1.0) for g in exact for j in g[1:]]
-        groups = dup.groups_from_pairs(len(items), [(a, b) for a, b, _ in exact_pairs + near_pairs])
+        groups = dup.groups_from_pairs(
+            len(items),
+            [(g[0], j) for g in exact for j in g[1:]] + [(a, b) for a, b, _ in near_pairs],
+        )
         similarity = {(a, b): s for a, b, s in near_pairs}
         for group in groups:
             tests = [i for i in group if i >= n]
@@ -196,7 +199,7 @@ class DataCleaner:
             top = max(votes.values())
             keep = next(i for i in train if votes[int(records.labels[i])] == top)
             for i in (i for i in train if i != keep):
-                exact_copy = dup.content_hash(items[i]) == dup.content_hash(items[keep])
+                exact_copy = i in exact_group and exact_group[i] == exact_group.get(keep)
                 score = 1.0 if exact_copy else similarity.get((min(keep, i), max(keep, i)))
                 label_note = (
                     ""
@@ -269,11 +272,9 @@ class DataCleaner:
             raise ValueError(
                 "Finding label issues trains a model: give `model`, or set `label_issues: off`."
             )
-        all_records = datamodule.cleaning_records()
-        pool = np.arange(len(all_records))
+        records = datamodule.cleaning_records()
         if self.subset is not None:
-            pool = stratified_subset(all_records.labels, self.subset, self.seed)
-        records = all_records.take(pool) if self.subset is not None else all_records
+            records = records.take(stratified_subset(records.labels, self.subset, self.seed))
         log.warning(
             f"Cleaning {len(records)} {records.kind} records"
             + (
@@ -281,7 +282,7 @@ class DataCleaner:
                 if records.test_items is not None
                 else ""
             )
-            + (f"; {len(records.issues)} unreadable ones left out" if records.issues else "")
+            + (f"; {records.unreadable} unreadable ones left out" if records.unreadable else "")
         )
         findings = self.find_duplicates(records)
         dropped = {f.index for f in findings if f.action == "dropped"}
@@ -321,8 +322,8 @@ class DataCleaner:
         summary: dict[str, Any] = {
             "records": len(records),
             "kept": len(kept),
-            "unreadable": sum(i.action == "dropped" for i in records.issues),
-            "changed_while_reading": sum(i.action != "dropped" for i in records.issues),
+            "unreadable": records.unreadable,
+            "changed_while_reading": len(records.issues) - records.unreadable,
             "findings": {f"{k} ({a})": v for (k, a), v in sorted(counts.items())},
             "class_counts_before": {c: before.get(c, 0) for c in names},
             "class_counts_after": {c: after.get(c, 0) for c in names},
@@ -332,7 +333,7 @@ class DataCleaner:
             "imbalance_after": round(
                 max(after.values(), default=0) / max(min(after.get(c, 0) for c in names), 1), 2
             ),
-            "settings": {k: v for k, v in vars(self).items()},
+            "settings": dict(vars(self)),
         }
         if issues is not None:
             valid = ~np.isnan(probs[:, 0])
