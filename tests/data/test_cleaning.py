@@ -316,3 +316,17 @@ def test_a_builtin_without_files_names_its_records_so_its_manifest_applies(tmp_p
     dm = ImageClassificationDataModule("digits", cleaned_manifest=str(tmp_path / "manifest.csv"))
     dm.setup()
     assert sum(len(s) for s in dm.splits.values()) == len(result.kept)
+
+
+def test_duplicate_scores_are_similarities_with_one_for_exact_copies(fashion_with_copies):
+    from lifecycle.data.cleaning.records import CleaningRecords
+
+    images, truth = fashion_with_copies
+    images = np.concatenate([images, images[:1]])  # and one exact copy of image 0
+    records = CleaningRecords("image", images, np.zeros(len(images), dtype=np.int64),
+                              [f"r{i}" for i in range(len(images))], ["a", "b"])  # fmt: skip
+    findings = DataCleaner(label_issues="off").find_duplicates(records)
+    exact = [f for f in findings if f.kind == "exact duplicate"]
+    near = [f for f in findings if f.kind == "near duplicate"]
+    assert [(f.source, f.score) for f in exact] == [(f"r{len(images) - 1}", 1.0)]
+    assert near and all(0.985 <= f.score <= 1.0 for f in near)  # a shifted copy may agree fully

@@ -51,8 +51,9 @@ class Finding:
         kind: ``exact duplicate``, ``near duplicate``, ``leakage`` or ``label issue``.
         action: ``dropped``, ``relabeled``, ``down-weighted`` or ``flagged``.
         detail: which record it copies, or the given and suggested label with the confidence.
-        score: for label issues the given label's out-of-fold probability; for near duplicates
-            the similarity.
+        score: for label issues the given label's out-of-fold probability; for duplicates the
+            similarity in [0, 1], 1 for an exact copy (images: the share of pixels that agree at
+            the best alignment; texts: the Jaccard similarity of character 5-grams).
         suggested: for label issues, the suggested class.
         other: for duplicates, the kept record's index; for leakage, ``len(records) + j`` for
             test record ``j``.
@@ -157,10 +158,13 @@ class DataCleaner:
 
     # ----------------------------------------------------------------- duplicates
     def _near_pairs(self, kind: str, items) -> list[tuple[int, int, float]]:
+        """Near-duplicate pairs ``(i, j, similarity)``, similarity in [0, 1] with 1 for identical:
+        for images the share of pixels that agree, for texts the Jaccard similarity."""
         if kind == "image":
-            return dup.near_duplicate_image_pairs(
+            pairs = dup.near_duplicate_image_pairs(
                 items, self.image_max_differing, self.image_max_shift
             )
+            return [(a, b, 1.0 - differing) for a, b, differing in pairs]
         return dup.near_duplicate_text_pairs(items, self.text_similarity)
 
     def find_duplicates(self, records: CleaningRecords) -> list[Finding]:
