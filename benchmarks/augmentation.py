@@ -69,17 +69,13 @@ class DataWait(L.Callback):
 
 
 def cli(root: str, *overrides: str):
-    from lightning.pytorch import LightningDataModule, LightningModule
+    from lifecycle.cli import LifecycleCLI, recipe_cli
 
-    from lifecycle.cli import LifecycleCLI
-
-    return LifecycleCLI(
-        LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        seed_everything_default=42, auto_configure_optimizers=False, run=False,
-        args=["--config", str(REPO / RECIPE), "--trainer.default_root_dir", root,
-              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-              *overrides],
-    )  # fmt: skip
+    return recipe_cli(LifecycleCLI, [
+        "--config", str(REPO / RECIPE), "--trainer.default_root_dir", root,
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        *overrides,
+    ])  # fmt: skip
 
 
 def throughput() -> dict:

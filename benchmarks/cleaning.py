@@ -96,16 +96,10 @@ def make_dataset(path: Path, seed: int = 0) -> dict:
 
 
 def cli(*args: str):
-    from lightning.pytorch import LightningDataModule, LightningModule
-
-    from lifecycle.cli import CleanCLI, LifecycleCLI
+    from lifecycle.cli import CleanCLI, LifecycleCLI, recipe_cli
 
     cls = CleanCLI if "clean.yaml" in args[1] else LifecycleCLI
-    return cls(
-        LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        seed_everything_default=42, auto_configure_optimizers=False, run=False,
-        args=[*args, "--trainer.enable_progress_bar", "false"],
-    )  # fmt: skip
+    return recipe_cli(cls, [*args, "--trainer.enable_progress_bar", "false"])
 
 
 def prf(found: np.ndarray, truth: np.ndarray) -> dict:
@@ -120,17 +114,15 @@ def prf(found: np.ndarray, truth: np.ndarray) -> dict:
 def clean(npz: Path, root: Path, fold_epochs: int, truth: dict, policy: str) -> dict:
     from cleanlab.filter import find_label_issues as cleanlab_find_label_issues
 
+    from lifecycle.cli import fold_trainer_kwargs
     from lifecycle.data.cleaning.label_issues import find_label_issues
 
     run = cli("--config", str(REPO / "recipes/fashion_mnist/clean.yaml"),
               "--data.init_args.dataset", str(npz), "--trainer.max_epochs", str(fold_epochs),
               "--cleaning.label_issues", policy)  # fmt: skip
     start = time.perf_counter()
-    trainer_kwargs = {"max_epochs": fold_epochs, "accelerator": "cpu", "devices": 1,
-                      "precision": "bf16-mixed", "enable_progress_bar": False,
-                      "enable_model_summary": False}  # fmt: skip
     result = run.config_init["cleaning"].run(
-        run.datamodule, run.model, trainer_kwargs, root / "clean"
+        run.datamodule, run.model, fold_trainer_kwargs(run), root / "clean"
     )
     seconds = time.perf_counter() - start
     position = {s: i for i, s in enumerate(result.records.sources)}

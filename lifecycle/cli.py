@@ -181,6 +181,16 @@ class CleanCLI(LifecycleCLI):
 _FOLD_TRAINER_SKIP = {"callbacks", "logger", "default_root_dir", "enable_checkpointing", "plugins"}
 
 
+def fold_trainer_kwargs(cli: LifecycleCLI) -> dict:
+    """The recipe's ``trainer`` section as keyword arguments of each K-fold ``Trainer``
+    (without loggers, checkpoints, callbacks or plugins)."""
+    return {
+        key: value
+        for key, value in vars(cli.config["trainer"]).items()
+        if key not in _FOLD_TRAINER_SKIP and value is not None and not hasattr(value, "class_path")
+    }
+
+
 def clean_command(args: list[str]):
     """``lifecycle clean --config recipes/<dataset>/clean.yaml``: validate, de-duplicate and find
     label issues; writes ``manifest.csv``, ``removed.csv``, ``findings.csv`` and the report
@@ -196,13 +206,8 @@ def clean_command(args: list[str]):
     cleaner = cli.config_init["cleaning"]
     if not isinstance(cleaner, DataCleaner):
         cleaner = DataCleaner(**vars(cli.config["cleaning"]))
-    trainer_config = cli.config["trainer"]
-    fold_kwargs = {
-        key: value
-        for key, value in vars(trainer_config).items()
-        if key not in _FOLD_TRAINER_SKIP and value is not None and not hasattr(value, "class_path")
-    }
-    root = trainer_config.get("default_root_dir") or "runs"
+    fold_kwargs = fold_trainer_kwargs(cli)
+    root = cli.config["trainer"].get("default_root_dir") or "runs"
     out = Path(CSVLogger(save_dir=root, name=cli._run_name()).log_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(cli.parser.dump(cli.config, skip_none=False))

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+GREY_MODES = ("L", "1", "I;16", "I", "LA")  # PIL modes read as one channel
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -337,7 +338,7 @@ def read_images(
     if not decoded:
         raise DataValidationError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found in {where}.")
     if channels is None:
-        greys = sum(img.mode in ("L", "1", "I;16", "I", "LA") for img in decoded)
+        greys = sum(img.mode in GREY_MODES for img in decoded)
         # cleaning (``skipped``) converts the few odd ones to the mode of most images
         channels = (
             1 if greys == len(decoded) or (skipped is not None and 2 * greys > len(decoded)) else 3
@@ -346,13 +347,12 @@ def read_images(
         raise DataValidationError(f"channels must be 1 (grey) or 3 (RGB), got {channels}.")
     mode = "L" if channels == 1 else "RGB"
     if skipped is not None:
-        grey = ("L", "1", "I;16", "I", "LA")
         skipped += [
             DataIssue(
                 str(path), "channels differ from the others", "converted", f"{img.mode} -> {mode}"
             )
             for path, img in zip(paths, decoded, strict=True)
-            if (img.mode in grey) != (mode == "L")
+            if (img.mode in GREY_MODES) != (mode == "L")
         ]
     if image_size is None:
         sizes = Counter(img.size for img in decoded)
