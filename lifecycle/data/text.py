@@ -36,10 +36,15 @@ from lifecycle.data.validation import DataIssue, summarize_issues, write_issues
 log = logging.getLogger(__name__)
 
 
+def standard_text(text: str) -> str:
+    """Unicode NFKC, runs of whitespace as one space, trimmed (``normalize_text``)."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
 def text_key(text: str) -> str:
     """What makes two texts "identical" for splitting and de-duplication: NFKC, case and
     runs of whitespace ignored."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return standard_text(text).casefold()
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
@@ -423,7 +428,7 @@ class TextClassificationDataModule(TextDataModule):
 
     def _normalize(self, table: TextTable) -> TextTable:
         """NFKC and whitespace runs as one space, trimmed; the changed records are counted."""
-        texts = [" ".join(unicodedata.normalize("NFKC", t).split()) for t in table.texts]
+        texts = [standard_text(t) for t in table.texts]
         changed = sum(a != b for a, b in zip(texts, table.texts, strict=True))
         if changed:
             self.notes.append(
