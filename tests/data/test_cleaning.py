@@ -55,6 +55,29 @@ def test_confident_learning_finds_flipped_labels_and_estimates_the_noise():
     assert clean.mask.mean() < 0.06
 
 
+def test_max_self_confidence_acts_only_on_the_clearest_label_issues():
+    from lifecycle.data.cleaning.records import CleaningRecords
+
+    labels, probs, flipped = noisy_probabilities()
+    records = CleaningRecords("image", np.zeros((len(labels), 2, 2, 1)), labels,
+                              [f"r{i}" for i in range(len(labels))], list("abcde"))  # fmt: skip
+    every, _ = DataCleaner(label_issues="drop").label_findings(records, probs)
+    cut, _ = DataCleaner(label_issues="drop", max_self_confidence=0.05).label_findings(
+        records, probs
+    )
+    # the same issues are listed either way; only those at or below the cut are acted on
+    assert [f.index for f in cut] == [f.index for f in every]
+    assert all(f.action == "dropped" for f in every)
+    dropped = np.array([f.index for f in cut if f.action == "dropped"])
+    assert all((f.score <= 0.05) == (f.action == "dropped") for f in cut)
+    assert 0 < len(dropped) < len(cut)
+    # the clearest mistakes are more often real ones
+    precision = lambda idx: flipped[idx].mean()  # noqa: E731
+    assert precision(dropped) > precision(np.array([f.index for f in every]))
+    with pytest.raises(ValueError, match="`max_self_confidence` must be in \\[0, 1\\]"):
+        DataCleaner(max_self_confidence=5)
+
+
 def test_confident_joint_counts_records_per_label_when_calibrated():
     labels, probs, _ = noisy_probabilities(n=500)
     joint = confident_joint(labels, probs)
@@ -330,3 +353,31 @@ def test_duplicate_scores_are_similarities_with_one_for_exact_copies(fashion_wit
     near = [f for f in findings if f.kind == "near duplicate"]
     assert [(f.source, f.score) for f in exact] == [(f"r{len(images) - 1}", 1.0)]
     assert near and all(0.985 <= f.score <= 1.0 for f in near)  # a shifted copy may agree fully
+
+
+def test_saved_probabilities_replace_kfold_training_and_are_checked(tmp_path):
+    dm = ImageClassificationDataModule("digits")
+    labels = dm.cleaning_records().labels
+    rng = np.random.default_rng(0)
+    probs = np.full((len(labels), 10), 0.01, dtype=np.float32)
+    probs[np.arange(len(labels)), labels] = 0.91
+    wrong = rng.choice(len(labels), 20, replace=False)
+    probs[wrong] = 0.01
+    probs[wrong, (labels[wrong] + 1) % 10] = 0.91  # the model is sure these belong elsewhere
+    np.save(tmp_path / "p.npy", probs)
+    cleaner = DataCleaner(label_issues="relabel", duplicates="flag", leakage="flag",
+                          near_duplicates=False, probabilities=str(tmp_path / "p.npy"))  # fmt: skip
+    result = cleaner.run(dm)  # no model: nothing is trained
+    relabeled = {f.index: f.suggested for f in result.findings if f.action == "relabeled"}
+    assert set(relabeled) == set(wrong.tolist())
+    assert all(relabeled[i] == str((labels[i] + 1) % 10) for i in wrong)
+    np.save(tmp_path / "short.npy", probs[:100])
+    with pytest.raises(ValueError, match="holds \\(100, 10\\) but this data has 1797 records"):
+        DataCleaner(near_duplicates=False, probabilities=str(tmp_path / "short.npy")).run(dm)
+    probs[5] = np.nan  # a record the earlier run had dropped as a copy
+    np.save(tmp_path / "nan.npy", probs)
+    with pytest.raises(ValueError, match="no probabilities for 1 records this run keeps"):
+        DataCleaner(duplicates="flag", leakage="flag", near_duplicates=False,
+                    probabilities=str(tmp_path / "nan.npy")).run(dm)  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DataCleaner(probabilities=str(tmp_path / "none.npy")).run(dm)

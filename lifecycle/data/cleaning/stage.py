@@ -30,7 +30,7 @@ import numpy as np
 
 from lifecycle.data.cleaning import duplicates as dup
 from lifecycle.data.cleaning.kfold import out_of_fold_probabilities
-from lifecycle.data.cleaning.label_issues import find_label_issues
+from lifecycle.data.cleaning.label_issues import LabelIssues, find_label_issues
 from lifecycle.data.cleaning.manifest import ManifestRow, write_manifest
 from lifecycle.data.cleaning.records import CleaningRecords
 from lifecycle.data.validation import DataIssue, write_issues
@@ -101,6 +101,11 @@ class DataCleaner:
             ``relabel`` (to the confident label), ``downweight`` (loss weight
             ``downweight_to``), ``flag`` (report only) or ``off`` (no K-fold training).
         downweight_to: the loss weight of down-weighted records.
+        max_self_confidence: act on a label issue only when the out-of-fold probability of its
+            given label is at most this; the others are still listed, as ``flagged``. ``1.0``
+            (the default) acts on every issue confident learning finds; a low cut such as
+            ``0.05`` drops (or relabels) only the clearest mistakes and keeps hard but correct
+            records, which confident learning also flags (see the README's cleaning benchmark).
         duplicates: ``drop`` or ``flag`` the second and later copies in a group of exact or
             near duplicates (the first is kept).
         leakage: ``drop`` or ``flag`` training records that copy a test record.
@@ -111,6 +116,10 @@ class DataCleaner:
         image_max_shift: the largest shift in pixels between an image and its copy.
         text_similarity: the Jaccard similarity of character 5-grams above which two texts
             are near copies.
+        probabilities: a previous run's ``out_of_fold_probabilities.npy`` to reuse instead of
+            K-fold training, e.g. to try another ``label_issues`` policy or
+            ``max_self_confidence`` in seconds; the data and the duplicate settings must be
+            those of that run (checked: one row per record, none missing where needed).
         subset: clean only this many records (a stratified, seeded subset), e.g. for a quick
             look; the manifest then lists only records of the subset.
         seed: seed of the folds, the subset and the fold models.
@@ -122,12 +131,14 @@ class DataCleaner:
         folds: int = 5,
         label_issues: LabelPolicy = "drop",
         downweight_to: float = 0.2,
+        max_self_confidence: float = 1.0,
         duplicates: DuplicatePolicy = "drop",
         leakage: DuplicatePolicy = "drop",
         near_duplicates: bool = True,
         image_max_differing: float = 0.015,
         image_max_shift: int = 3,
         text_similarity: float = 0.8,
+        probabilities: str | None = None,
         subset: int | None = None,
         seed: int = 42,
         show: int = 24,
@@ -141,17 +152,23 @@ class DataCleaner:
                 raise ValueError(f"`{name}` must be one of {', '.join(allowed)}; got {value!r}.")
         if not 0.0 <= downweight_to <= 1.0:
             raise ValueError(f"`downweight_to` must be in [0, 1], got {downweight_to}.")
+        if not 0.0 <= max_self_confidence <= 1.0:
+            raise ValueError(
+                f"`max_self_confidence` must be in [0, 1] (a probability), got {max_self_confidence}."
+            )
         if not 0.0 < text_similarity <= 1.0:
             raise ValueError(f"`text_similarity` must be in (0, 1], got {text_similarity}.")
         self.folds = folds
         self.label_issues = label_issues
         self.downweight_to = downweight_to
+        self.max_self_confidence = max_self_confidence
         self.duplicates = duplicates
         self.leakage = leakage
         self.near_duplicates = near_duplicates
         self.image_max_differing = image_max_differing
         self.image_max_shift = image_max_shift
         self.text_similarity = text_similarity
+        self.probabilities = probabilities
         self.subset = subset
         self.seed = seed
         self.show = show
@@ -231,21 +248,57 @@ class DataCleaner:
             model, datamodule, records, self.folds, self.seed, trainer_kwargs,
             on_fold=lambda k, n: log.warning(f"Label issues: training fold {k + 1} of {n}"),
         )  # fmt: skip
+        findings, issues = self.label_findings(records, probs)
+        return findings, probs, issues
+
+    def _saved_probabilities(self, n_records: int, n_classes: int, rest: np.ndarray) -> np.ndarray:
+        """The rows of ``self.probabilities`` for the records ``rest``, checked."""
+        path = Path(self.probabilities)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"`probabilities`: {path} does not exist. Fix: give the "
+                "`out_of_fold_probabilities.npy` of an earlier `lifecycle clean` run, or leave "
+                "`probabilities` unset to train the folds."
+            )
+        probs = np.load(path)
+        if probs.shape != (n_records, n_classes):
+            raise ValueError(
+                f"`probabilities`: {path} holds {probs.shape} but this data has {n_records} "
+                f"records of {n_classes} classes. Fix: use the same data (and `subset`) as the "
+                "run that wrote it, or leave `probabilities` unset to train the folds."
+            )
+        rows = probs[rest]
+        if np.isnan(rows).any():
+            missing = int(np.isnan(rows[:, 0]).sum())
+            raise ValueError(
+                f"`probabilities`: {path} has no probabilities for {missing} records this run "
+                "keeps (that run dropped them as duplicates). Fix: use that run's `duplicates`, "
+                "`leakage` and `near_duplicates` settings, or leave `probabilities` unset."
+            )
+        return rows
+
+    def label_findings(
+        self, records: CleaningRecords, probs: np.ndarray
+    ) -> tuple[list[Finding], LabelIssues]:
+        """Confident learning on out-of-fold ``probs`` (N, K): one finding per label issue, most
+        likely wrong first, with the ``label_issues`` action where the given label's probability
+        is at most ``max_self_confidence`` and ``flagged`` elsewhere."""
         issues = find_label_issues(records.labels, probs)
         findings = []
         names = records.class_names
         for i in issues.indices:
             given, suggested = names[records.labels[i]], names[issues.suggested[i]]
+            act = issues.self_confidence[i] <= self.max_self_confidence
             findings.append(
                 Finding(
                     int(i), records.sources[i], "label issue",
-                    _ACTION[self.label_issues],
+                    _ACTION[self.label_issues] if act else "flagged",
                     f"labeled {given}, likely {suggested} (p={probs[i, issues.suggested[i]]:.2f}"
                     f" vs {issues.self_confidence[i]:.2f})",
                     float(issues.self_confidence[i]), suggested,
                 )
             )  # fmt: skip
-        return findings, probs, issues
+        return findings, issues
 
     # ----------------------------------------------------------------- the stage
     def run(
@@ -272,9 +325,10 @@ class DataCleaner:
                 "and `use_fold()`. Fix: use ImageClassificationDataModule or "
                 "TextClassificationDataModule, or add both methods to your DataModule."
             )
-        if self.label_issues != "off" and model is None:
+        if self.label_issues != "off" and model is None and self.probabilities is None:
             raise ValueError(
-                "Finding label issues trains a model: give `model`, or set `label_issues: off`."
+                "Finding label issues trains a model: give `model`, or `probabilities` from an "
+                "earlier run, or set `label_issues: off`."
             )
         records = datamodule.cleaning_records()
         if self.subset is not None:
@@ -293,9 +347,13 @@ class DataCleaner:
         probs = issues = None
         if self.label_issues != "off":
             rest = np.array([i for i in range(len(records)) if i not in dropped], dtype=np.int64)
-            label_findings, rest_probs, issues = self.find_label_issues(
-                records.take(rest), model, datamodule, trainer_kwargs
-            )
+            if self.probabilities is not None:
+                rest_probs = self._saved_probabilities(len(records), len(records.class_names), rest)
+                label_findings, issues = self.label_findings(records.take(rest), rest_probs)
+            else:
+                label_findings, rest_probs, issues = self.find_label_issues(
+                    records.take(rest), model, datamodule, trainer_kwargs
+                )
             probs = np.full((len(records), len(records.class_names)), np.nan, dtype=np.float32)
             probs[rest] = rest_probs
             for f in label_findings:
