@@ -6,8 +6,11 @@ likewise. On top of LightningCLI this adds:
 
 - a run folder ``<default_root_dir>/<run_name>/version_N`` holding the resolved ``config.yaml``,
   ``metrics.csv`` (CSVLogger; TensorBoard events too when ``tensorboard`` is installed),
-  ``checkpoints/`` (best by ``val/loss`` and ``last``), and after ``test``/``predict`` the
-  reports of :mod:`lifecycle.evaluation`;
+  ``checkpoints/`` (best by ``val/loss``, ``last`` at each epoch's end and ``last-step``
+  mid-epoch, see :mod:`lifecycle.training.fault_tolerance`), and after ``test``/``predict``
+  the reports of :mod:`lifecycle.evaluation`;
+- ``fit --ckpt_path last`` resumes the newest ``version_N`` of the run in its own folder (its
+  logs go on there), from its newest checkpoint;
 - ``--test_after_fit true``: ``fit`` ends by testing the best checkpoint into the same folder;
 - a rich progress bar, and ``seed_everything`` defaulting to 42.
 
@@ -25,6 +28,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lifecycle.evaluation.report import EvaluationReport, PredictionWriter
+from lifecycle.training.fault_tolerance import ResumableCheckpoint
 
 
 def _tensorboard_available() -> bool:
@@ -66,6 +70,18 @@ class LifecycleCLI(LightningCLI):
         paths = [str(p) for p in (config.get("config") or [])]
         return default_run_name(paths)
 
+    def _resumed_version(self, root: str, name: str) -> int | None:
+        """The newest ``version_N`` of this run when ``fit --ckpt_path last`` resumes it."""
+        config = self.config.get(self.subcommand, {}) if self.subcommand else {}
+        if self.subcommand != "fit" or config.get("ckpt_path") != "last":
+            return None
+        versions = [
+            int(p.name.split("_", 1)[1])
+            for p in Path(root, name).glob("version_*")
+            if p.name.split("_", 1)[1].isdigit() and any(p.glob("checkpoints/*.ckpt"))
+        ]
+        return max(versions) if versions else None
+
     def instantiate_trainer(self, **kwargs):
         trainer_config = self._get(self.config_init, "trainer", default={})
         callbacks = trainer_config.get("callbacks") or []
@@ -73,8 +89,10 @@ class LifecycleCLI(LightningCLI):
         has = lambda kind: any(isinstance(c, kind) for c in callbacks)  # noqa: E731
         if trainer_config.get("enable_progress_bar", True) is not False and not has(ProgressBar):
             callbacks.append(RichProgressBar(leave=True))
-        if trainer_config.get("enable_checkpointing", True) is not False and not has(
-            ModelCheckpoint
+        checkpointing = trainer_config.get("enable_checkpointing", True) is not False
+        if checkpointing and not any(
+            isinstance(c, ModelCheckpoint) and not isinstance(c, ResumableCheckpoint)
+            for c in callbacks
         ):
             callbacks.append(
                 ModelCheckpoint(
@@ -84,6 +102,8 @@ class LifecycleCLI(LightningCLI):
                     filename="best-{epoch:02d}-{step}",
                 )
             )
+        if checkpointing and not has(ResumableCheckpoint):
+            callbacks.append(ResumableCheckpoint())
         if not has(EvaluationReport):
             callbacks.append(EvaluationReport())
         if not has(PredictionWriter):
@@ -91,7 +111,9 @@ class LifecycleCLI(LightningCLI):
         kwargs.setdefault("callbacks", callbacks)
         if trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
             root, name = trainer_config.get("default_root_dir") or "runs", self._run_name()
-            csv_logger = CSVLogger(save_dir=root, name=name)
+            csv_logger = CSVLogger(
+                save_dir=root, name=name, version=self._resumed_version(root, name)
+            )
             loggers = [csv_logger]
             if _tensorboard_available():
                 loggers.append(

@@ -1,4 +1,5 @@
-"""DataLoaders shared by every DataModule: batched fetching, fork workers, a seeded shuffle."""
+"""DataLoaders shared by every DataModule: batched fetching, fork workers, a seeded shuffle, and
+resuming mid-epoch exactly where a killed run stopped."""
 
 from __future__ import annotations
 
@@ -17,14 +18,17 @@ def collate_batch(batch):
 
 
 class EpochSampler(Sampler):
-    """Yields ``(epoch, index)`` pairs: a seeded shuffle that changes every epoch, and the epoch
-    each sample is drawn in, so a dataset can seed each sample's augmentation from
-    ``(seed, epoch, index)`` alone: the same augmented samples on every run, whatever the number
-    of DataLoader workers. Lightning calls :meth:`set_epoch` before each epoch (also on resume).
+    """A seeded shuffle that changes every epoch and depends on ``(seed, epoch)`` alone, so a run
+    resumed in epoch ``e`` sees epoch ``e``'s order. With ``with_epoch`` it yields
+    ``(epoch, index)`` pairs, so a dataset can seed each sample's augmentation from
+    ``(seed, epoch, index)``: the same augmented samples on every run, whatever the number of
+    DataLoader workers. Lightning calls :meth:`set_epoch` before each epoch (also on resume, and
+    through its distributed wrapper under DDP).
     """
 
-    def __init__(self, size: int, shuffle: bool, seed: int):
+    def __init__(self, size: int, shuffle: bool, seed: int, with_epoch: bool = True):
         self.size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
+        self.with_epoch = with_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -34,30 +38,69 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         epoch = self.epoch
-        if not self.shuffle:
-            return ((epoch, i) for i in range(self.size))
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return ((epoch, i) for i in torch.randperm(self.size, generator=generator).tolist())
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = range(self.size)
+        return ((epoch, i) for i in order) if self.with_epoch else iter(order)
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that a resumed run continues mid-epoch: Lightning saves its
+    :meth:`state_dict` (the batches of the current epoch already handed out) in every checkpoint
+    and gives it back through :meth:`load_state_dict` on resume; the next epoch then starts by
+    passing over that many batches, so training sees exactly the batches an uninterrupted run
+    would have. Lightning does not prefetch from a loader with a length, so the count is the
+    number of batches trained on. The skipped batches are read again (cheap next to training)
+    but not returned. Same arguments as ``torch.utils.data.DataLoader``.
+    """
+
+    _batches_done = 0
+    _skip = 0
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        skip, self._skip = self._skip, 0
+        self._batches_done = 0
+        return self._counted(iterator, skip)
+
+    def _counted(self, iterator, skip: int):
+        for _ in range(skip):
+            if next(iterator, None) is None:
+                return
+            self._batches_done += 1
+        for batch in iterator:
+            self._batches_done += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_done": self._batches_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        done = int(state.get("batches_done", 0))
+        # a checkpoint from the end of an epoch resumes at the start of the next one
+        self._skip = done if 0 < done < len(self) else 0
 
 
 def make_loader(
     dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int
 ) -> DataLoader:
-    """A DataLoader with fork workers (fast to start; at most 2 are useful on 2 cores) and a
-    seeded shuffle; an :class:`EpochSampler` for datasets that seed samples (``epoch_indexed``)."""
-    if getattr(dataset, "epoch_indexed", False):
-        order = {"sampler": EpochSampler(len(dataset), shuffle, seed)}
-    else:
-        order = {"shuffle": shuffle}
-        order["generator"] = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(
+    """A :class:`ResumableDataLoader` with fork workers (fast to start; at most 2 are useful on
+    2 cores) and an :class:`EpochSampler` (yielding ``(epoch, index)`` to datasets that seed
+    samples, ``epoch_indexed``). The loader's own generator also draws the workers' base seed, so
+    iterating never consumes the global torch RNG (dropout draws from it: a resumed run must find
+    it where the uninterrupted run left it)."""
+    sampler = EpochSampler(len(dataset), shuffle, seed, getattr(dataset, "epoch_indexed", False))
+    return ResumableDataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=collate_batch,
         persistent_workers=num_workers > 0,
         multiprocessing_context="fork" if num_workers > 0 else None,
-        **order,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

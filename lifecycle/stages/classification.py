@@ -246,7 +246,7 @@ class ClassificationModule(SupervisedModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, logits, target = self._shared_step(batch)
         self.val_metrics.update(self._scores(logits), target)
-        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log_dict(self.val_metrics)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
@@ -256,7 +256,7 @@ class ClassificationModule(SupervisedModule):
         self.test_confusion.update(scores, target)
         self.test_roc.update(scores, target)
         self.test_per_class.update(logits.float().softmax(-1), target)
-        self.log("test/loss", loss)
+        self.log("test/loss", loss, sync_dist=True)
         self.log_dict(self.test_metrics)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:

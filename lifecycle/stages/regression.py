@@ -117,7 +117,7 @@ class RegressionModule(SupervisedModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, pred, target = self._shared_step(batch)
         self.val_metrics.update(pred, target)
-        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log_dict(self.val_metrics)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
@@ -125,7 +125,7 @@ class RegressionModule(SupervisedModule):
         self.test_metrics.update(pred, target)
         self.test_predictions.update(pred)
         self.test_targets.update(target)
-        self.log("test/loss", loss)
+        self.log("test/loss", loss, sync_dist=True)
         self.log_dict(self.test_metrics)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:

@@ -9,14 +9,21 @@ import lightning as L
 import torch
 from torch import nn
 
+from lifecycle.training.clipping import ShardedClipping
 from lifecycle.training.optim import OptimizerFactory, SchedulerFactory, build_optimizers
+from lifecycle.training.sharding import shard_module
 
 
-class SupervisedModule(L.LightningModule):
+class SupervisedModule(ShardedClipping, L.LightningModule):
     """Base of the supervised stages: ``forward(x) = head(backbone(x))``.
 
     ``channels_last`` stores image tensors and conv weights as NHWC, which oneDNN's CPU
     convolutions (and GPU tensor cores) run faster; the results are the same.
+
+    Under every Trainer strategy: ``configure_model`` shards the backbone and head block by
+    block with FSDP2 when the strategy is ``ModelParallelStrategy`` (see
+    :mod:`lifecycle.training.sharding`), and gradient clipping by norm or value is correct
+    under DDP, FSDP1, FSDP2 and DeepSpeed (see :mod:`lifecycle.training.clipping`).
 
     Subclasses build the head, the loss and the metrics. See :class:`ClassificationModule`
     for the arguments.
@@ -83,6 +90,16 @@ class SupervisedModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.check_data_fits_backbone()
+
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy``, shard the backbone and the head with FSDP2 over the
+        data-parallel mesh (each block its own unit); a no-op under other strategies."""
+        mesh = self.device_mesh
+        if mesh is None:
+            return
+        if "data_parallel" in (mesh.mesh_dim_names or ()):
+            mesh = mesh["data_parallel"]
+        shard_module([self.backbone, self.head], mesh, owner=self)
 
     def check_data_fits_backbone(self) -> None:
         """Raise when the DataModule's tokenizer or text length exceeds what the backbone takes."""

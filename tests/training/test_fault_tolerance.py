@@ -1,0 +1,195 @@
+"""Fault tolerance: random states and DataLoader position in checkpoints, atomic writes, and a
+run killed with SIGKILL that resumes to the very metrics of an uninterrupted one."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from lifecycle.data.loading import make_loader
+from lifecycle.training.fault_tolerance import (
+    ResumableCheckpoint,
+    random_states,
+    set_random_states,
+)
+from tests.conftest import LIFECYCLE, REPO
+
+
+def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    torch.save({"states": random_states()}, tmp_path / "s.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(2), np.random.seed(2), random.seed(2)
+    set_random_states(torch.load(tmp_path / "s.pt", weights_only=True)["states"])
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1])
+    assert expected[2] == again[2]
+
+
+def dataset(n=50):
+    return TensorDataset(torch.arange(n))
+
+
+def test_a_restored_loader_continues_the_epoch_where_it_stopped():
+    loader = make_loader(dataset(), batch_size=4, shuffle=True, num_workers=0, seed=3)
+    loader.sampler.set_epoch(2)
+    full = [b[0].tolist() for b in loader]
+    partial = iter(loader)
+    seen = [next(partial)[0].tolist() for _ in range(5)]
+    state = loader.state_dict()
+    assert state == {"batches_done": 5} and seen == full[:5]
+    resumed = make_loader(dataset(), batch_size=4, shuffle=True, num_workers=0, seed=3)
+    resumed.sampler.set_epoch(2)
+    resumed.load_state_dict(state)
+    assert [b[0].tolist() for b in resumed] == full[5:]
+    # the epoch after continues whole; an end-of-epoch state skips nothing
+    assert len(list(resumed)) == len(full)
+    resumed.load_state_dict({"batches_done": len(full)})
+    assert len(list(resumed)) == len(full)
+    # the order depends on (seed, epoch) alone and iterating leaves the global RNG alone
+    before = torch.get_rng_state()
+    other = make_loader(dataset(), batch_size=4, shuffle=True, num_workers=0, seed=3)
+    other.sampler.set_epoch(2)
+    assert [b[0].tolist() for b in other] == full
+    assert torch.equal(before, torch.get_rng_state())
+
+
+class Linear(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2000, 100)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_checkpoint_write_that_dies_midway_leaves_the_previous_checkpoint_whole(
+    tmp_path, monkeypatch
+):
+    from fsspec.implementations.local import LocalFileOpener
+
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(Linear(), torch.utils.data.DataLoader(TensorDataset(torch.randn(4, 2000))))
+    path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(path)
+    saved = path.read_bytes()
+    trainer.lightning_module.layer.weight.data += 1
+    real_write = LocalFileOpener.write
+
+    def dying_write(self, data):
+        real_write(self, bytes(data)[: len(data) // 2])
+        raise OSError("killed while writing")
+
+    monkeypatch.setattr(LocalFileOpener, "write", dying_write)
+    with pytest.raises(OSError, match="killed while writing"):
+        trainer.save_checkpoint(path)
+    assert path.read_bytes() == saved  # the old checkpoint, whole
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["global_step"] == 1
+
+
+def test_resumable_checkpoint_needs_an_interval():
+    with pytest.raises(ValueError, match="`every_n_train_steps` or `every_minutes`"):
+        ResumableCheckpoint(every_n_train_steps=None, every_minutes=None)
+
+
+RECIPE = """
+seed_everything: 7
+test_after_fit: true
+trainer:
+  max_epochs: 3
+  accelerator: cpu
+  devices: 1
+  deterministic: true
+  enable_progress_bar: false
+  enable_model_summary: false
+  callbacks:
+    - class_path: lifecycle.training.ResumableCheckpoint
+      init_args: {every_n_train_steps: 3}
+model:
+  class_path: lifecycle.stages.ClassificationModule
+  init_args:
+    num_classes: 10
+    backbone:
+      class_path: lifecycle.models.SmallCNN
+      init_args: {in_channels: 1, channels: [16, 32], convs_per_block: 1, pool_size: 2, hidden: 64, dropout: 0.3}
+    optimizer:
+      class_path: torch.optim.AdamW
+      init_args: {lr: 0.003}
+    scheduler:
+      class_path: torch.optim.lr_scheduler.OneCycleLR
+      init_args: {max_lr: 0.003}
+data:
+  class_path: lifecycle.data.ImageClassificationDataModule
+  init_args: {dataset: digits, batch_size: 32, train_transforms: light}
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    base = [
+        str(LIFECYCLE),
+        "fit",
+        "--config",
+        str(recipe),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
+
+    def run(*extra):
+        proc = subprocess.run(
+            [*base, *extra], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    run("--run_name", "whole")
+    whole_last = tmp_path / "whole" / "version_0" / "checkpoints" / "last.ckpt"
+    per_epoch = torch.load(whole_last, weights_only=True)["global_step"] // 3
+    # the same run, killed with SIGKILL once a mid-epoch checkpoint of the second epoch exists
+    ckpts = tmp_path / "killed" / "version_0" / "checkpoints"
+    proc = subprocess.Popen([*base, "--run_name", "killed"], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    step = 0
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if (ckpts / "last-step.ckpt").exists():
+            try:
+                step = torch.load(ckpts / "last-step.ckpt", weights_only=True)["global_step"]
+            except Exception:  # noqa: BLE001 - the file is being replaced; read it again
+                step = 0
+            if step > per_epoch:  # the kill lands in the second epoch
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert step % per_epoch != 0  # mid-epoch
+    assert not (tmp_path / "killed" / "version_0" / "metrics.json").exists()
+    resumed = run("--run_name", "killed", "--ckpt_path", "last")
+    assert "Restoring states from the checkpoint" in resumed.stderr + resumed.stdout
+    assert not (tmp_path / "killed" / "version_1").exists()  # resumed in its own folder
+    whole = json.loads((tmp_path / "whole" / "version_0" / "metrics.json").read_text())
+    killed = json.loads((tmp_path / "killed" / "version_0" / "metrics.json").read_text())
+    assert whole == killed, (whole, killed)
+    # the log kept what the killed run had logged up to its checkpoint, and went on after it
+    lines = (tmp_path / "killed" / "version_0" / "metrics.csv").read_text().splitlines()
+    assert {line.split(",")[0] for line in lines[1:]} == {"0", "1", "2"}
+    final = [torch.load(tmp_path / name / "version_0" / "checkpoints" / "last.ckpt",
+                        weights_only=True)["state_dict"] for name in ("whole", "killed")]  # fmt: skip
+    assert all(torch.equal(final[0][k], final[1][k]) for k in final[0])
