@@ -11,7 +11,11 @@ from lifecycle.cli import CleanCLI, LifecycleCLI
 from lifecycle.data.cleaning import DataCleaner
 from tests.conftest import REPO
 
-RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+FRAGMENT_DIRS = ("strategies", "precision")
+ALL_YAML = sorted((REPO / "recipes").rglob("*.yaml"))
+# config fragments added to a recipe with a second --config (trainer settings only)
+FRAGMENTS = [p for p in ALL_YAML if p.parent.name in FRAGMENT_DIRS]
+RECIPES = [p for p in ALL_YAML if p not in FRAGMENTS]
 
 
 def test_the_required_recipes_exist():
@@ -51,11 +55,65 @@ def test_recipe_parses_and_instantiates(recipe: Path, tmp_path):
     assert type(cli.model.backbone).__name__ == backbone
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
+@pytest.mark.parametrize("recipe", ALL_YAML, ids=lambda p: str(p.relative_to(REPO / "recipes")))
 def test_recipe_header_gives_its_command(recipe: Path):
     header = [line for line in recipe.read_text().splitlines() if line.startswith("#")]
     rel = recipe.relative_to(REPO)
-    assert any(
-        re.search(rf"lifecycle \w+ --config {re.escape(str(rel))}", line) for line in header[:4]
-    ), header
+    command = rf"lifecycle \w+ (--config \S+ )?--config {re.escape(str(rel))}"
+    assert any(re.search(command, line) for line in header[:4]), header
     assert any(line.startswith("# Needs:") for line in header)
+
+
+CPU_FRAGMENTS = {
+    # preset: the strategy class and precision it gives, on 2 CPU processes
+    "strategies/single.yaml": ("SingleDeviceStrategy", None),
+    "strategies/ddp.yaml": ("DDPStrategy", None),
+    "strategies/fsdp2.yaml": ("FSDP2Strategy", None),
+    "precision/bf16-mixed.yaml": (None, "bf16-mixed"),
+    "precision/bf16-true.yaml": (None, "bf16-true"),
+}
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS, ids=lambda p: str(p.relative_to(REPO / "recipes")))
+def test_strategy_and_precision_presets_combine_with_a_recipe(fragment: Path, tmp_path):
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    name = str(fragment.relative_to(REPO / "recipes"))
+    config = yaml.safe_load(fragment.read_text())
+    assert set(config) == {"trainer"}, "a preset holds trainer settings only"
+    if name not in CPU_FRAGMENTS:
+        # GPU/TPU presets: the strategy they name exists; running them needs the hardware
+        strategy = config["trainer"].get("strategy")
+        if isinstance(strategy, str):
+            assert strategy in StrategyRegistry, strategy
+        elif isinstance(strategy, dict):
+            module, cls = strategy["class_path"].rsplit(".", 1)
+            getattr(__import__(module, fromlist=[cls]), cls)(**strategy.get("init_args", {}))
+        return
+    devices = "1" if "single" in name else "2"
+    cli = LifecycleCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        auto_configure_optimizers=False,
+        args=[
+            "--config",
+            str(REPO / "recipes/digits/classify.yaml"),
+            "--config",
+            str(fragment),
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.devices",
+            devices,
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ],  # fmt: skip
+    )
+    strategy, precision = CPU_FRAGMENTS[name]
+    if strategy:
+        assert type(cli.trainer.strategy).__name__ == strategy
+        assert cli.trainer.num_devices == int(devices)
+    if precision:
+        assert cli.trainer.precision == precision

@@ -3,11 +3,13 @@ resuming mid-epoch exactly where a killed run stopped."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from lifecycle.data.datasets import Split
 
@@ -17,24 +19,45 @@ def collate_batch(batch):
     return batch if isinstance(batch, dict) else default_collate(batch)
 
 
-class EpochSampler(Sampler):
+class EpochSampler(DistributedSampler):
     """A seeded shuffle that changes every epoch and depends on ``(seed, epoch)`` alone, so a run
     resumed in epoch ``e`` sees epoch ``e``'s order. With ``with_epoch`` it yields
     ``(epoch, index)`` pairs, so a dataset can seed each sample's augmentation from
     ``(seed, epoch, index)``: the same augmented samples on every run, whatever the number of
-    DataLoader workers. Lightning calls :meth:`set_epoch` before each epoch (also on resume, and
-    through its distributed wrapper under DDP).
+    DataLoader workers. Lightning calls :meth:`set_epoch` before each epoch (also on resume).
+
+    Under DDP or FSDP (a process group of ``W`` ranks) it shards itself: rank ``r`` takes
+    positions ``r, r + W, r + 2W, ...`` of the same order, so one step of ``W`` ranks with batch
+    ``B`` sees exactly the samples one device with batch ``W x B`` would (training pads the
+    order with its first samples to a multiple of ``W``; evaluation does not pad, so every
+    record counts once). Being a ``DistributedSampler``, Lightning uses it as it is instead of
+    wrapping it in a second, differently seeded shuffle.
     """
 
     def __init__(self, size: int, shuffle: bool, seed: int, with_epoch: bool = True):
+        # DistributedSampler.__init__ would ask for the process group now; it is read per epoch
         self.size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
         self.with_epoch = with_epoch
+        self.drop_last = False
+
+    @property
+    def num_replicas(self) -> int:
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    @property
+    def rank(self) -> int:
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        world = self.num_replicas
+        if world == 1:
+            return self.size
+        if self.shuffle:
+            return math.ceil(self.size / world)
+        return len(range(self.rank, self.size, world))
 
     def __iter__(self):
         epoch = self.epoch
@@ -42,7 +65,12 @@ class EpochSampler(Sampler):
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
-            order = range(self.size)
+            order = list(range(self.size))
+        world = self.num_replicas
+        if world > 1:
+            if self.shuffle and self.size % world:
+                order += order[: world - self.size % world]
+            order = order[self.rank :: world]
         return ((epoch, i) for i in order) if self.with_epoch else iter(order)
 
 

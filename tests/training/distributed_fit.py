@@ -1,0 +1,120 @@
+"""A small fit run as a script, for the distributed tests and ``benchmarks/scale.py``.
+
+``python tests/training/distributed_fit.py --strategy ddp|fsdp2|single --out DIR [...]``: an MLP
+on the digits, SGD without dropout or BatchNorm, so one device with a global batch of ``2 x B``
+and two ranks with ``B`` each take the very same steps. Every rank writes ``rank<N>.json``: its
+per-step losses, the bytes of parameters and optimizer state it holds, a checksum of the full
+weights, and what GradientHealth reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lifecycle.data import ImageClassificationDataModule
+from lifecycle.models import MLP
+from lifecycle.stages import ClassificationModule
+from lifecycle.training.health import GradientHealth
+from lifecycle.training.strategies import DDPStrategy, FSDP2Strategy
+
+
+def local_bytes(tensors) -> int:
+    return sum(getattr(t, "_local_tensor", t).numel() * t.element_size() for t in tensors)
+
+
+class Record(L.Callback):
+    """Per-step losses (each rank's own) and the state held by this rank."""
+
+    def __init__(self):
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+class NaNAt(L.Callback):
+    """Turn the gradients of one layer into NaN at one step (an injected fault)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_after_backward(self, trainer, pl_module):
+        if trainer.global_step == self.step:
+            weight = pl_module.backbone.layers[1].weight
+            weight.grad.mul_(float("nan"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--strategy", choices=["single", "ddp", "fsdp2"], required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=16, help="per rank")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 128])
+    parser.add_argument("--clip", type=float, default=None)
+    parser.add_argument("--clip-algorithm", default="norm")
+    parser.add_argument("--accumulate", type=int, default=1)
+    parser.add_argument("--freeze-first", action="store_true", help="freeze the first layer")
+    parser.add_argument("--nan-at", type=int, default=None)
+    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    args = parser.parse_args()
+
+    L.seed_everything(0)
+    ranks = 1 if args.strategy == "single" else 2
+    strategy = {"single": "auto", "ddp": DDPStrategy(), "fsdp2": FSDP2Strategy()}[args.strategy]
+    optimizer = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=0.05),
+        "adam": lambda p: torch.optim.Adam(p, lr=1e-3),
+    }[args.optimizer]
+    model = ClassificationModule(
+        MLP(in_features=64, hidden=args.hidden), num_classes=10, optimizer=optimizer
+    )
+    if args.freeze_first:
+        for p in model.backbone.layers[1].parameters():
+            p.requires_grad = False
+    frozen_before = model.backbone.layers[1].weight.detach().clone()
+    dm = ImageClassificationDataModule(
+        "digits", batch_size=args.batch * (2 if ranks == 1 else 1), num_workers=0, seed=0
+    )
+    record, health = Record(), GradientHealth(log_every_n_steps=1)
+    callbacks = [record, health] + ([NaNAt(args.nan_at)] if args.nan_at is not None else [])
+    trainer = L.Trainer(
+        accelerator="cpu", devices=ranks, strategy=strategy, max_steps=args.steps,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        gradient_clip_val=args.clip, gradient_clip_algorithm=args.clip_algorithm,
+        accumulate_grad_batches=args.accumulate, callbacks=callbacks,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    params = list(model.parameters())
+    state = [
+        t
+        for s in trainer.optimizers[0].state.values()
+        for t in s.values()
+        if torch.is_tensor(t) and t.ndim > 0
+    ]
+    full = [getattr(p, "full_tensor", lambda p=p: p)().detach() for p in params]
+    frozen = model.backbone.layers[1].weight
+    frozen = getattr(frozen, "full_tensor", lambda: frozen)().detach()
+    result = {
+        "rank": trainer.global_rank,
+        "losses": record.losses,
+        "param_bytes": local_bytes(params),
+        "optimizer_bytes": local_bytes(state),
+        "checksum": float(sum(t.double().sum() for t in full)),
+        "frozen_unchanged": bool(torch.equal(frozen, frozen_before)),
+        "sharded": any(hasattr(p, "_local_tensor") for p in params),
+        "events": health.events,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
