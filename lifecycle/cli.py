@@ -37,11 +37,18 @@ def _tensorboard_available() -> bool:
     return bool(_TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE)
 
 
+PRESET_FOLDERS = ("strategies", "precision")
+
+
 def default_run_name(config_paths: list[str]) -> str:
-    """``recipes/fashion_mnist/classify.yaml`` -> ``fashion_mnist-classify``; ``lifecycle`` without a config."""
+    """``recipes/fashion_mnist/classify.yaml`` -> ``fashion_mnist-classify``; ``lifecycle``
+    without a config. Presets added with a second ``--config`` (``recipes/strategies/``,
+    ``recipes/precision/``) do not rename the run."""
     if not config_paths:
         return "lifecycle"
-    path = Path(str(config_paths[-1]))
+    paths = [Path(str(p)) for p in config_paths]
+    recipes = [p for p in paths if p.parent.name not in PRESET_FOLDERS]
+    path = (recipes or paths)[-1]
     return f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
 
 

@@ -349,3 +349,12 @@ def test_clean_recipe_writes_manifest_and_report_that_fit_consumes(tmp_path):
     assert f"keeps {summary['kept']} of 60000 training images" in fit.stderr
     bad = run_cli("clean", check=False)
     assert bad.returncode != 0 and "give the recipe" in bad.stderr
+
+
+def test_a_preset_added_as_second_config_keeps_the_recipes_run_name():
+    from lifecycle.cli import default_run_name
+
+    assert default_run_name(["recipes/fashion_mnist/classify.yaml", "recipes/strategies/ddp.yaml",
+                             "recipes/precision/bf16-mixed.yaml"]) == "fashion_mnist-classify"  # fmt: skip
+    assert default_run_name(["recipes/strategies/ddp.yaml"]) == "strategies-ddp"
+    assert default_run_name([]) == "lifecycle"

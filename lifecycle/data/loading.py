@@ -155,11 +155,12 @@ class SplitDataModule(L.LightningDataModule):
         """The run folder (the Trainer's logger's), on the process that writes files; ``None``
         without a Trainer or a logger (``logger=False``: nothing is written beside the checkpoints)."""
         trainer = self.trainer
-        if trainer is None or not trainer.loggers or not trainer.is_global_zero:
+        if trainer is None or not trainer.loggers:
             return None
-        if trainer.log_dir is None:
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask
+        if log_dir is None or not trainer.is_global_zero:
             return None
-        return Path(trainer.log_dir)
+        return Path(log_dir)
 
     @property
     def predict_sources(self) -> list[str] | None:

@@ -18,7 +18,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
 
 def run_dir(trainer: L.Trainer) -> Path:
-    """The run folder: the first logger's ``log_dir``, else the Trainer's ``default_root_dir``."""
+    """The run folder: the first logger's ``log_dir``, else the Trainer's ``default_root_dir``.
+    Under DDP every rank must call it (``trainer.log_dir`` broadcasts rank 0's)."""
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
@@ -46,8 +47,8 @@ class EvaluationReport(Callback):
         # computing metrics syncs across processes, so every rank takes part; rank 0 writes.
         details = pl_module.report_details() if hasattr(pl_module, "report_details") else {}
         figures = pl_module.report_figures() if hasattr(pl_module, "report_figures") else {}
+        out = run_dir(trainer)  # `trainer.log_dir` is a broadcast: every rank asks for it
         if trainer.is_global_zero:
-            out = run_dir(trainer)
             out.mkdir(parents=True, exist_ok=True)
             metrics = {
                 key.removeprefix("test/"): _scalar(value)
@@ -80,6 +81,7 @@ class PredictionWriter(BasePredictionWriter):
         self.path: Path | None = None
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        out = run_dir(trainer)  # a broadcast under DDP: every rank asks, even one with nothing
         if not predictions:
             return
         batches = predictions[0] if isinstance(predictions[0], list) else predictions
@@ -90,7 +92,6 @@ class PredictionWriter(BasePredictionWriter):
             names = getattr(pl_module, "class_names", lambda: None)() or [
                 str(i) for i in range(probs.shape[1])
             ]
-        out = run_dir(trainer)
         out.mkdir(parents=True, exist_ok=True)
         name = (
             self.filename

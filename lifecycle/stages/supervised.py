@@ -99,6 +99,9 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
             return
         if "data_parallel" in (mesh.mesh_dim_names or ()):
             mesh = mesh["data_parallel"]
+        if self.channels_last:
+            # FSDP2 shards contiguous parameters only; NHWC inputs still reach the convolutions
+            self.backbone.to(memory_format=torch.contiguous_format)
         shard_module([self.backbone, self.head], mesh, owner=self)
 
     def check_data_fits_backbone(self) -> None:

@@ -51,7 +51,10 @@ class NaNAt(L.Callback):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--strategy", choices=["single", "ddp", "fsdp2"], required=True)
+    parser.add_argument(
+        "--strategy", choices=["single", "ddp", "fsdp2", "lightning-ddp"], required=True,
+        help="lightning-ddp: Lightning's own DDPStrategy, without the toolkit's clean exit",
+    )  # fmt: skip
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=16, help="per rank")
@@ -66,7 +69,8 @@ def main() -> None:
 
     L.seed_everything(0)
     ranks = 1 if args.strategy == "single" else 2
-    strategy = {"single": "auto", "ddp": DDPStrategy(), "fsdp2": FSDP2Strategy()}[args.strategy]
+    strategy = {"single": "auto", "ddp": DDPStrategy(), "fsdp2": FSDP2Strategy(),
+                "lightning-ddp": "ddp"}[args.strategy]  # fmt: skip
     optimizer = {
         "sgd": lambda p: torch.optim.SGD(p, lr=0.05),
         "adam": lambda p: torch.optim.Adam(p, lr=1e-3),
