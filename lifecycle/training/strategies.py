@@ -11,8 +11,10 @@
   shuts down, joins those threads first. No barrier: destroying a gloo group is not a collective,
   so a rank that failed cannot make the others hang.
 - :class:`FSDP2Strategy`: ``ModelParallelStrategy`` set up for fully sharded data parallelism
-  (all devices shard, no tensor parallelism) with the same clean exit; the toolkit's stages
-  shard themselves in ``configure_model`` (:mod:`lifecycle.training.sharding`). Runs on CPU.
+  (all devices shard, no tensor parallelism) with the same clean exit, and rank 0's buffers
+  (BatchNorm statistics) given to every rank after each training step, as DDP does; the
+  toolkit's stages shard themselves in ``configure_model`` (:mod:`lifecycle.training.sharding`).
+  Runs on CPU.
 - :class:`FSDPStrategy`: Lightning's FSDP1 (GPU only) with ``auto_wrap_policy: blocks`` by
   default: each block class of the model (``BertLayer`` and the like, see
   :func:`~lifecycle.training.sharding.shard_units`) becomes an FSDP unit.
@@ -87,6 +89,24 @@ class FSDP2Strategy(ModelParallelStrategy):
             self._data_parallel_size = self.num_nodes * self.num_processes
         super().setup_environment()
         destroy_process_group_at_exit()
+
+    def training_step(self, *args: Any, **kwargs: Any):
+        output = super().training_step(*args, **kwargs)
+        self.broadcast_buffers()
+        return output
+
+    def broadcast_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics) after each training
+        step, as DDP does before each one (``broadcast_buffers=True``): FSDP2 shards parameters
+        but leaves each rank its own buffers, so ranks would evaluate with different statistics
+        and a checkpoint would hold one rank's, and a resumed run would not be exact."""
+        import torch.distributed as dist
+
+        if self.world_size < 2 or not dist.is_initialized():
+            return
+        for buffer in self.lightning_module.buffers():
+            if not hasattr(buffer, "_local_tensor"):
+                dist.broadcast(buffer, src=0)
 
 
 class FSDPStrategy(_FSDPStrategy):

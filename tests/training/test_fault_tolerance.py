@@ -193,3 +193,39 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path):
     final = [torch.load(tmp_path / name / "version_0" / "checkpoints" / "last.ckpt",
                         weights_only=True)["state_dict"] for name in ("whole", "killed")]  # fmt: skip
     assert all(torch.equal(final[0][k], final[1][k]) for k in final[0])
+
+
+@pytest.mark.slow
+def test_an_fsdp2_run_killed_mid_epoch_resumes_exactly_from_its_sharded_checkpoint(tmp_path):
+    # 2 CPU ranks; BatchNorm statistics kept equal across ranks; checkpoints are folders
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.replace("deterministic: true", "deterministic: false"))
+    kill = tmp_path / "kill.yaml"
+    kill.write_text(
+        "trainer:\n  callbacks:\n"
+        "    - class_path: lifecycle.training.ResumableCheckpoint\n"
+        "      init_args: {every_n_train_steps: 3}\n"
+        "    - class_path: tests.training.killer.KillAt\n"
+        "      init_args: {step: 50}\n"
+    )
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(REPO)}
+    base = [str(LIFECYCLE), "fit", "--config", str(recipe), "--config",
+            str(REPO / "recipes/strategies/fsdp2.yaml"), "--trainer.accelerator", "cpu",
+            "--trainer.devices", "2", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+
+    def run(*extra):
+        return subprocess.run(
+            [*base, *extra], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
+        )
+
+    assert run("--run_name", "whole").returncode == 0
+    killed = run("--config", str(kill), "--run_name", "killed")
+    assert killed.returncode != 0
+    checkpoint = tmp_path / "killed" / "version_0" / "checkpoints" / "last-step.ckpt"
+    assert checkpoint.is_dir()  # one shard per rank
+    resumed = run("--run_name", "killed", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restored all states from the checkpoint" in resumed.stderr + resumed.stdout
+    whole = json.loads((tmp_path / "whole" / "version_0" / "metrics.json").read_text())
+    again = json.loads((tmp_path / "killed" / "version_0" / "metrics.json").read_text())
+    assert whole["metrics"] == again["metrics"]
