@@ -2,16 +2,17 @@
 
 ``Trainer(gradient_clip_val=..., gradient_clip_algorithm="norm" | "value")`` calls the
 LightningModule's ``configure_gradient_clipping`` hook. Lightning's default implementation clips
-with ``torch.nn.utils.clip_grad_norm_`` on the local gradients, which is wrong or unsupported
-when the gradients are sharded:
+through its precision plugin with ``torch.nn.utils.clip_grad_norm_``, which is unsupported or
+must be checked when the gradients are sharded:
 
 - ``FSDPStrategy`` (FSDP1) raises for clipping by norm (Lightning#19235): the global norm must
   come from the FSDP root module's ``clip_grad_norm_``, which Lightning's precision plugin
   cannot reach. Here the root is the strategy's wrapped model.
-- ``ModelParallelStrategy`` (FSDP2): each rank holds a shard of every gradient (a ``DTensor``);
-  the norm of the local shard is not the global norm (pytorch#170862). Here the total norm is
-  computed on the DTensors and made whole (one all-reduce) before every rank scales its shard by
-  the same factor, as torchtitan does.
+- ``ModelParallelStrategy`` (FSDP2): each rank holds a shard of every gradient (a ``DTensor``)
+  and the norm must be that of the whole gradients. Here the total norm is computed on the
+  DTensors and made whole (one all-reduce) before every rank scales its shard by the same
+  factor, as torchtitan does. (Older torch releases took the norm of the local shards,
+  pytorch#170862; on torch 2.13 Lightning's default gives the same result as this, measured.)
 - DeepSpeed clips by norm inside its engine (Lightning passes ``gradient_clip_val`` to its
   config); it has no clipping by value, which is an error here rather than silently ignored.
 
@@ -63,9 +64,10 @@ def clip_gradients(
     algorithm = algorithm or "norm"
     if algorithm not in ("norm", "value"):
         raise ValueError(f"`gradient_clip_algorithm` must be 'norm' or 'value', got {algorithm!r}.")
+    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+
     strategy = module.trainer.strategy
-    name = type(strategy).__name__
-    if "DeepSpeed" in name:
+    if isinstance(strategy, DeepSpeedStrategy):
         if algorithm == "value":
             raise ValueError(
                 "DeepSpeed cannot clip gradients by value (its engine only clips by norm). "
@@ -75,7 +77,7 @@ def clip_gradients(
     if algorithm == "value":
         torch.nn.utils.clip_grad_value_(_parameters(optimizer), clip_val)
         return None
-    if name == "FSDPStrategy":
+    if isinstance(strategy, FSDPStrategy):
         # FSDP1: the root module computes the global norm across the shards
         return strategy.model.clip_grad_norm_(clip_val)
     return clip_grad_norm(_parameters(optimizer), clip_val)
