@@ -28,7 +28,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lifecycle.evaluation.report import EvaluationReport, PredictionWriter
-from lifecycle.training.fault_tolerance import ResumableCheckpoint
+from lifecycle.training.fault_tolerance import ResumableCheckpoint, ResumedCSVLogger
 
 
 def _tensorboard_available() -> bool:
@@ -118,9 +118,10 @@ class LifecycleCLI(LightningCLI):
         kwargs.setdefault("callbacks", callbacks)
         if trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
             root, name = trainer_config.get("default_root_dir") or "runs", self._run_name()
-            csv_logger = CSVLogger(
-                save_dir=root, name=name, version=self._resumed_version(root, name)
-            )
+            resumed = self._resumed_version(root, name)
+            # a resumed run appends to its own log (Lightning's CSVLogger would delete it)
+            logger_class = CSVLogger if resumed is None else ResumedCSVLogger
+            csv_logger = logger_class(save_dir=root, name=name, version=resumed)
             loggers = [csv_logger]
             if _tensorboard_available():
                 loggers.append(

@@ -11,7 +11,9 @@ exact:
 - the toolkit's DataLoaders (:class:`~lifecycle.data.loading.ResumableDataLoader`) tell
   Lightning how many batches of the epoch were trained on, and pass over them on resume; their
   shuffle depends on ``(seed, epoch)`` only;
-- Lightning restores the weights, the optimizer, the LR schedule and its loop counters.
+- Lightning restores the weights, the optimizer, the LR schedule and its loop counters;
+- :class:`ResumedCSVLogger` appends to the run's ``metrics.csv`` (Lightning's CSV logger deletes
+  an existing one), so the log is whole from the first step.
 
 Checkpoints are written atomically: Lightning saves through an fsspec transaction, which writes
 a temporary file and renames it over the old one, so a kill while writing leaves the previous
@@ -21,6 +23,7 @@ are kept as tensors and plain numbers for that reason.
 
 from __future__ import annotations
 
+import csv
 import random
 from datetime import timedelta
 from typing import Any
@@ -28,6 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
 def random_states() -> dict[str, Any]:
@@ -145,3 +151,28 @@ def _restore_loader_states(trainer) -> None:
     for dataloader in loader.flattened:
         _set_sampler_epoch(dataloader, fit_loop.epoch_progress.current.processed)
     iter(fit_loop._data_fetcher)
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but one that keeps the ``metrics.csv`` it finds (Lightning's
+    deletes it) and goes on after its rows, with its columns."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = list(next(csv.reader(file), []))
+
+
+class ResumedCSVLogger(CSVLogger):
+    """The CSV logger of a resumed run: it writes into the run's existing ``version_N`` and
+    appends to its ``metrics.csv`` instead of deleting it, so the log of a killed run is kept up
+    to its last checkpoint (``ResumableCheckpoint`` flushes the log with every checkpoint). Same
+    arguments as ``CSVLogger``; ``lifecycle fit --ckpt_path last`` uses it."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
