@@ -15,6 +15,17 @@ from tests.conftest import REPO
 SCRIPT = REPO / "tests" / "training" / "distributed_fit.py"
 
 
+def exited_cleanly(proc, strategy: str) -> bool:
+    """Exit code 0; for FSDP2 also the known, still open abort at interpreter exit (gloo's
+    ``terminate called without an active exception``, seen once in about 20 FSDP2 runs on CPU,
+    after the run finished and wrote its results; README "Scaling", known issue). DDP must exit
+    with 0: its fix (``DDPStrategy``) is what ``benchmarks/scale.py`` measures."""
+    if proc.returncode == 0:
+        return True
+    known = "terminate called without an active exception" in proc.stderr
+    return strategy == "fsdp2" and proc.returncode in (-6, 134) and known
+
+
 def fit(tmp_path, name, strategy, *args):
     out = tmp_path / name
     env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}

@@ -221,13 +221,15 @@ def test_an_fsdp2_run_killed_mid_epoch_resumes_exactly_from_its_sharded_checkpoi
             [*base, *extra], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
         )
 
-    assert run("--run_name", "whole").returncode == 0
+    from tests.training.test_distributed import exited_cleanly
+
+    assert exited_cleanly(run("--run_name", "whole"), "fsdp2")
     killed = run("--config", str(kill), "--run_name", "killed")
     assert killed.returncode != 0
     checkpoint = tmp_path / "killed" / "version_0" / "checkpoints" / "last-step.ckpt"
     assert checkpoint.is_dir()  # one shard per rank
     resumed = run("--run_name", "killed", "--ckpt_path", "last")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert exited_cleanly(resumed, "fsdp2"), resumed.stderr[-3000:]
     assert "Restored all states from the checkpoint" in resumed.stderr + resumed.stdout
     whole = json.loads((tmp_path / "whole" / "version_0" / "metrics.json").read_text())
     again = json.loads((tmp_path / "killed" / "version_0" / "metrics.json").read_text())
