@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lightning.pytorch import LightningDataModule, LightningModule
 
-from lifecycle.cli import CleanCLI, LifecycleCLI
+from lifecycle.cli import CleanCLI, LifecycleCLI, recipe_cli
 from lifecycle.data.cleaning import DataCleaner
 from tests.conftest import REPO
 
@@ -37,14 +36,8 @@ def test_recipe_parses_and_instantiates(recipe: Path, tmp_path):
     config = yaml.safe_load(recipe.read_text())
     # clean recipes (a `cleaning:` section) are read by `lifecycle clean`
     cli_class = CleanCLI if "cleaning" in config else LifecycleCLI
-    cli = cli_class(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        run=False,
-        auto_configure_optimizers=False,
-        args=["--config", str(recipe), "--trainer.default_root_dir", str(tmp_path)],
+    cli = recipe_cli(
+        cli_class, ["--config", str(recipe), "--trainer.default_root_dir", str(tmp_path)]
     )
     if "cleaning" in config:
         assert isinstance(cli.config_init["cleaning"], DataCleaner)
@@ -91,14 +84,9 @@ def test_strategy_and_precision_presets_combine_with_a_recipe(fragment: Path, tm
             getattr(__import__(module, fromlist=[cls]), cls)(**strategy.get("init_args", {}))
         return
     devices = "1" if "single" in name else "2"
-    cli = LifecycleCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        run=False,
-        auto_configure_optimizers=False,
-        args=[
+    cli = recipe_cli(
+        LifecycleCLI,
+        [
             "--config",
             str(REPO / "recipes/digits/classify.yaml"),
             "--config",

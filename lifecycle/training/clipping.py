@@ -47,9 +47,7 @@ def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> torch.Ten
     """Scale the gradients so their global 2-norm is at most ``max_norm``; returns the norm
     before clipping. Works on plain tensors and on FSDP2's sharded DTensors."""
     norm = total_grad_norm(parameters)
-    grads = [p for p in parameters if p.grad is not None]
-    if grads:
-        torch.nn.utils.clip_grads_with_norm_(grads, max_norm, norm)
+    torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)  # skips missing gradients
     return norm
 
 

@@ -251,8 +251,8 @@ class DataCleaner:
         findings, issues = self.label_findings(records, probs)
         return findings, probs, issues
 
-    def _saved_probabilities(self, n_records: int, n_classes: int, rest: np.ndarray) -> np.ndarray:
-        """The rows of ``self.probabilities`` for the records ``rest``, checked."""
+    def _load_probabilities(self, n_records: int, n_classes: int) -> np.ndarray:
+        """``self.probabilities``, checked against the records before any slow work."""
         path = Path(self.probabilities)
         if not path.is_file():
             raise FileNotFoundError(
@@ -267,13 +267,18 @@ class DataCleaner:
                 f"records of {n_classes} classes. Fix: use the same data (and `subset`) as the "
                 "run that wrote it, or leave `probabilities` unset to train the folds."
             )
+        return probs
+
+    def _saved_rows(self, probs: np.ndarray, rest: np.ndarray) -> np.ndarray:
+        """The saved probabilities of the records ``rest``, which must all have some."""
         rows = probs[rest]
         if np.isnan(rows).any():
             missing = int(np.isnan(rows[:, 0]).sum())
             raise ValueError(
-                f"`probabilities`: {path} has no probabilities for {missing} records this run "
-                "keeps (that run dropped them as duplicates). Fix: use that run's `duplicates`, "
-                "`leakage` and `near_duplicates` settings, or leave `probabilities` unset."
+                f"`probabilities`: {self.probabilities} has no probabilities for {missing} records "
+                "this run keeps (that run dropped them as duplicates). Fix: use that run's "
+                "`duplicates`, `leakage` and `near_duplicates` settings, or leave `probabilities` "
+                "unset."
             )
         return rows
 
@@ -342,13 +347,16 @@ class DataCleaner:
             )
             + (f"; {records.unreadable} unreadable ones left out" if records.unreadable else "")
         )
+        saved = None
+        if self.label_issues != "off" and self.probabilities is not None:
+            saved = self._load_probabilities(len(records), len(records.class_names))
         findings = self.find_duplicates(records)
         dropped = {f.index for f in findings if f.action == "dropped"}
         probs = issues = None
         if self.label_issues != "off":
             rest = np.array([i for i in range(len(records)) if i not in dropped], dtype=np.int64)
-            if self.probabilities is not None:
-                rest_probs = self._saved_probabilities(len(records), len(records.class_names), rest)
+            if saved is not None:
+                rest_probs = self._saved_rows(saved, rest)
                 label_findings, issues = self.label_findings(records.take(rest), rest_probs)
             else:
                 label_findings, rest_probs, issues = self.find_label_issues(
