@@ -28,7 +28,30 @@ def test_the_required_recipes_exist():
         "tweets/classify_transformer.yaml",
         "fashion_mnist/clean.yaml",
         "tweets/clean.yaml",
+        "fashion_mnist/pretrain_simclr.yaml",
+        "fashion_mnist/finetune_simclr.yaml",
+        "text/pretrain_mlm.yaml",
+        "text/pretrain_clm.yaml",
+        "tweets/finetune_mlm.yaml",
     } <= names
+
+
+def pretrained_folder(tmp_path, kind: str) -> str:
+    """A small pretrained-backbone folder of the kind a fine-tuning recipe reads."""
+    from types import SimpleNamespace
+
+    from lifecycle.artifacts import save_backbone
+    from lifecycle.data.tokenization import train_tokenizer
+    from lifecycle.models import SmallCNN, TransformerEncoder
+
+    folder = tmp_path / f"pretrained-{kind}"
+    if kind == "image":
+        save_backbone(folder, SmallCNN(channels=(32, 64), dropout=0.0))
+    else:
+        tokenizer = train_tokenizer(["a tweet", "another tweet"] * 20, vocab_size=300)
+        data = SimpleNamespace(tokenizer=tokenizer, max_length=64, hparams={})
+        save_backbone(folder, TransformerEncoder(len(tokenizer), max_length=64), datamodule=data)
+    return str(folder)
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
@@ -36,16 +59,26 @@ def test_recipe_parses_and_instantiates(recipe: Path, tmp_path):
     config = yaml.safe_load(recipe.read_text())
     # clean recipes (a `cleaning:` section) are read by `lifecycle clean`
     cli_class = CleanCLI if "cleaning" in config else LifecycleCLI
-    cli = recipe_cli(
-        cli_class, ["--config", str(recipe), "--trainer.default_root_dir", str(tmp_path)]
-    )
+    args = ["--config", str(recipe), "--trainer.default_root_dir", str(tmp_path)]
+    backbone_config = config["model"]["init_args"].get("backbone", {})
+    if backbone_config.get("class_path") == "lifecycle.artifacts.load_backbone":
+        # a fine-tuning recipe: point it at a pretrained folder (a pretraining run writes one)
+        kind = "text" if "Text" in config["data"]["class_path"] else "image"
+        folder = pretrained_folder(tmp_path, kind)
+        args += ["--model.init_args.backbone.init_args.path", folder]
+        if kind == "text":
+            args += ["--data.init_args.tokenizer", folder]
+    cli = recipe_cli(cli_class, args)
     if "cleaning" in config:
         assert isinstance(cli.config_init["cleaning"], DataCleaner)
         assert cli.config_init["cleaning"].folds == config["cleaning"].get("folds", 5)
     assert type(cli.model).__name__ == config["model"]["class_path"].rsplit(".", 1)[1]
     assert type(cli.datamodule).__name__ == config["data"]["class_path"].rsplit(".", 1)[1]
-    backbone = config["model"]["init_args"]["backbone"]["class_path"].rsplit(".", 1)[1]
-    assert type(cli.model.backbone).__name__ == backbone
+    if backbone_config.get("class_path") == "lifecycle.artifacts.load_backbone":
+        assert cli.model.backbone.pretrained.folder.name.startswith("pretrained-")
+    elif backbone_config:  # language-model recipes build their network from sizes instead
+        backbone = backbone_config["class_path"].rsplit(".", 1)[1]
+        assert type(cli.model.backbone).__name__ == backbone
 
 
 @pytest.mark.parametrize("recipe", ALL_YAML, ids=lambda p: str(p.relative_to(REPO / "recipes")))

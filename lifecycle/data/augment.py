@@ -4,7 +4,7 @@ albumentations objects, resolved into one ``A.Compose`` that serializes to JSON.
 A pipeline spec is any of:
 
 - ``None``: no augmentation;
-- a preset name: ``"none"``, ``"light"``, ``"medium"`` or ``"heavy"`` (see :data:`PRESETS`);
+- a preset name: ``"none"``, ``"light"``, ``"medium"``, ``"heavy"`` or ``"simclr"`` (see :data:`PRESETS`);
 - a list of albumentations transform names, each alone (default arguments) or as a one-key
   mapping to its arguments, e.g. ``["HorizontalFlip", {"Affine": {"rotate": [-10, 10]}}]``;
 - an albumentations transform or ``Compose`` (from Python, or from YAML by ``class_path``).
@@ -73,6 +73,20 @@ PRESETS: dict[str, list] = {
                 "p": 0.7,
             }
         },
+    ],
+    # views for contrastive pretraining (SimCLR): a random crop of 50-100% of the side, resized
+    # back (a zoom of 1-2x, each axis on its own), anywhere in the image; mirror images;
+    # strong brightness/contrast changes (colour jitter for grey images)
+    "simclr": [
+        {"HorizontalFlip": {"p": 0.5}},
+        {
+            "Affine": {
+                "scale": {"x": [1.0, 2.0], "y": [1.0, 2.0]},
+                "translate_percent": [-0.25, 0.25],
+                "p": 1.0,
+            }
+        },
+        {"RandomBrightnessContrast": {"brightness_limit": 0.4, "contrast_limit": 0.4, "p": 0.8}},
     ],
 }
 """Presets for small grey or RGB images (no colour-only transforms, so one channel works).

@@ -50,6 +50,7 @@ class ImageDataset(Dataset):
         seed: int = 0,
         views: int = 1,
         weights: np.ndarray | None = None,
+        view_transform=None,
     ):
         self.labels = torch.as_tensor(labels, dtype=torch.long) if labels is not None else None
         self.weights = (
@@ -57,17 +58,14 @@ class ImageDataset(Dataset):
         )
         self.size = len(images)
         self.transform = transform
+        self.view_transform = view_transform
         self.seed = seed
-        self.views = views if transform is not None else 1
+        self.views = views if (transform or view_transform) is not None else 1
         self.epoch_indexed = transform is not None
         self.mean = mean.astype(np.float32)
         self.std = std.astype(np.float32)
-        if transform is None:
-            self.images = None
-            self.tensor = self._normalize(images)
-        else:
-            self.images = images
-            self.tensor = None
+        self.images = images if (transform or view_transform) is not None else None
+        self.tensor = self._normalize(images) if transform is None else None
 
     def _normalize(self, images: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
@@ -80,30 +78,34 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {key: value[0] for key, value in self.__getitems__([i]).items()}
 
-    def augment(self, i: int, epoch: int = 0, view: int = 0) -> np.ndarray:
+    def augment(self, i: int, epoch: int = 0, view: int = 0, transform=None) -> np.ndarray:
         """Image ``i`` as augmented in ``epoch`` (H, W, C uint8): the same on every call;
-        ``view`` > 0 draws further independent augmentations of it."""
+        ``view`` > 0 draws further independent augmentations of it. ``transform`` defaults to
+        the dataset's own."""
+        transform = transform or self.transform
         key = [self.seed, epoch, i] + ([view] if view else [])
         state = np.random.SeedSequence(key).generate_state(2)
-        self.transform.set_random_state(
-            np.random.default_rng(state[0]), random.Random(int(state[1]))
-        )
-        image = self.transform(image=self.images[i])["image"]
+        transform.set_random_state(np.random.default_rng(state[0]), random.Random(int(state[1])))
+        image = transform(image=self.images[i])["image"]
         return image[..., None] if image.ndim == 2 else image
 
     def __getitems__(self, indices: list) -> dict[str, torch.Tensor]:
-        views = []
-        if self.tensor is not None:
-            index = torch.as_tensor(indices, dtype=torch.long)
-            images = self.tensor[index]
-        else:
-            pairs = [(0, i) if isinstance(i, int | np.integer) else i for i in indices]
-            index = torch.as_tensor([i for _, i in pairs], dtype=torch.long)
-            views = [
-                self._normalize(np.stack([self.augment(i, epoch, v) for epoch, i in pairs]))
-                for v in range(self.views)
-            ]
+        pairs = [(0, i) if isinstance(i, int | np.integer) else i for i in indices]
+        index = torch.as_tensor([i for _, i in pairs], dtype=torch.long)
+
+        def augmented(view: int, transform=None) -> torch.Tensor:
+            return self._normalize(
+                np.stack([self.augment(i, epoch, view, transform) for epoch, i in pairs])
+            )
+
+        if self.view_transform is not None:  # evaluation: the plain image, and fixed views
+            images = self.tensor[index] if self.tensor is not None else augmented(0)
+            views = [augmented(v, self.view_transform) for v in range(self.views)]
+        elif self.tensor is None:
+            views = [augmented(v) for v in range(self.views)]
             images = views[0]
+        else:
+            images, views = self.tensor[index], []
         batch = {"image": images}
         if len(views) > 1:
             batch["views"] = torch.stack(views, dim=1)
@@ -148,7 +150,9 @@ class ImageClassificationDataModule(SplitDataModule):
         views: independently augmented views of each training image (needs ``train_transforms``).
             With more than one, training batches also hold ``"views"`` (B, V, C, H, W), e.g. for
             contrastive pretraining; ``"image"`` is always view 0, so a teacher and a student fed
-            from the same batch see the very same augmented image.
+            from the same batch see the very same augmented image. Validation batches then hold
+            ``"views"`` as well: the training pipeline's, fixed (the same every epoch), beside
+            the plain ``"image"``.
         predict_path: a folder (searched recursively) or file of new, unlabeled images for
             ``predict``; they are converted to the training images' channels and size and
             normalized alike. ``None`` predicts on the test split.
@@ -292,6 +296,28 @@ class ImageClassificationDataModule(SplitDataModule):
         )
         self.mean, self.std = mean.tolist(), std.tolist()
 
+    def use_normalization(self, mean: list[float], std: list[float], source: str = "") -> None:
+        """Normalize with ``mean``/``std`` (e.g. a pretrained backbone's) instead of the statistics
+        computed on this data; ones set explicitly in the config are kept, with a warning when
+        they differ."""
+        if self.hparams.get("mean") is not None or self.hparams.get("std") is not None:
+            if not (np.allclose(self.mean, mean) and np.allclose(self.std, std)):
+                log.warning(
+                    f"The data's configured normalization (mean {self.mean}, std {self.std}) "
+                    f"differs from the one {source or 'the backbone'} was trained with (mean "
+                    f"{mean}, std {std}); keeping the configured one."
+                )
+            return
+        if self.mean is not None and np.allclose(self.mean, mean) and np.allclose(self.std, std):
+            return
+        log.info(f"Normalizing with mean {mean}, std {std} from {source or 'the backbone'}.")
+        self.mean, self.std = list(mean), list(std)
+        if self.splits:
+            self._build_datasets()
+            out = self._run_dir()
+            if out is not None:
+                (out / "transforms.json").write_text(json.dumps(self.state_dict(), indent=2) + "\n")
+
     def _is_folder(self) -> bool:
         return Path(self.dataset).expanduser().is_dir()
 
@@ -348,10 +374,20 @@ class ImageClassificationDataModule(SplitDataModule):
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
         for name, split in self.splits.items():
             transform = self.pipelines["train" if name == "train" else "eval"]
-            views = self.views if name == "train" else 1
             weights = split.weights if name == "train" else None
+            # validation gets fixed augmented views too (a contrastive loss needs them);
+            # its "image" stays the plain evaluation image
+            view_transform = self.pipelines["train"] if name == "val" and self.views > 1 else None
             self._datasets[name] = ImageDataset(
-                split.x, split.y, mean, std, transform, self.seed, views, weights
+                split.x,
+                split.y,
+                mean,
+                std,
+                transform,
+                self.seed,
+                self.views if name in ("train", "val") else 1,
+                weights,
+                view_transform,
             )
         if self.predict_path is not None:
             self._datasets["predict"] = ImageDataset(

@@ -751,6 +751,14 @@ class CorpusDataModule(TextDataModule):
             table = load_text_dataset(
                 name, self.data_dir, self.text_column, None, self.encoding_errors, self.delimiter
             )
+            if not table.texts:
+                dropped = len(table.issues)
+                raise DataValidationError(
+                    f"The corpus {name} holds no text ({dropped} empty or unreadable records left "
+                    "out). Fix: point `dataset` at a file with text: .txt with one document per "
+                    "line (or `delimiter` lines between documents), or .csv/.jsonl with a "
+                    "`text_column`."
+                )
             self._record(table)
             texts += table.texts
             sources += (

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from lifecycle.models.base import Backbone
+
 TEXT_INPUTS = ("input_ids", "attention_mask")
 
 
@@ -32,7 +34,7 @@ def _mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch
     return torch.ones_like(input_ids) if attention_mask is None else attention_mask
 
 
-class RNNEncoder(nn.Module):
+class RNNEncoder(Backbone):
     """Embedding, then a (bidirectional) LSTM or GRU over the real tokens (padding is packed
     away), then pooling over time.
 
@@ -99,7 +101,7 @@ class RNNEncoder(nn.Module):
         return masked_pool(out, mask, self.pooling)
 
 
-class TextCNN(nn.Module):
+class TextCNN(Backbone):
     """Kim's (2014) CNN for text: embedding, parallel 1-D convolutions of several widths, ReLU,
     max over time of each filter, concatenated.
 
@@ -146,21 +148,87 @@ class TextCNN(nn.Module):
         return torch.cat(pooled, dim=1)
 
 
-class TransformerEncoder(nn.Module):
-    """A Transformer encoder built from a Hugging Face config (BERT by default), randomly
-    initialised, pooled to one vector per text.
+def transformer_config(
+    model_type: str = "bert",
+    vocab_size: int = 8000,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int = 512,
+    max_length: int = 128,
+    dropout: float = 0.1,
+    padding_idx: int = 0,
+    **extra,
+):
+    """A ``transformers`` config of ``model_type`` with these sizes, whatever that type names
+    them (BERT's ``intermediate_size`` is GPT-2's ``n_inner``, ...). ``extra`` entries are set
+    as they are (e.g. ``bos_token_id``)."""
+    from transformers import AutoConfig
+
+    if hidden_size % num_heads:
+        raise ValueError(
+            f"`hidden_size` ({hidden_size}) must be a multiple of `num_heads` ({num_heads})."
+        )
+    try:
+        config = AutoConfig.for_model(model_type)
+    except ValueError as err:
+        raise ValueError(
+            f"`model_type` {model_type!r} is not a transformers model type ({err})."
+        ) from err
+    sizes = {
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,  # GPT-2 maps these names onto its own (n_embd, ...)
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "max_position_embeddings": max_length,
+        "pad_token_id": padding_idx,
+    }
+    for name in ("intermediate_size", "n_inner"):
+        if hasattr(config, name):
+            sizes[name] = intermediate_size
+    for name in (
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "resid_pdrop",
+        "embd_pdrop",
+        "attn_pdrop",
+    ):
+        if hasattr(config, name):
+            sizes[name] = dropout
+    for name, value in {**sizes, **extra}.items():
+        setattr(config, name, value)
+    return config
+
+
+def base_model_from_config(config):
+    """The bare ``transformers`` network of a config (no task head, no BERT pooler)."""
+    import inspect
+
+    from transformers import AutoModel
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    model_class = MODEL_MAPPING[type(config)]
+    accepts_pooler = "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+    return AutoModel.from_config(config, **({"add_pooling_layer": False} if accepts_pooler else {}))
+
+
+class TransformerEncoder(Backbone):
+    """A Transformer built from a Hugging Face config (BERT by default, GPT-2 and others too),
+    randomly initialised, pooled to one vector per text.
 
     Args:
         vocab_size: embedding rows; at least the tokenizer's size.
         hidden_size: width of every layer.
-        num_layers: encoder layers (2-4 train in minutes on a CPU).
+        num_layers: Transformer layers (2-4 train in minutes on a CPU).
         num_heads: attention heads (must divide ``hidden_size``).
         intermediate_size: width of each feed-forward block.
         max_length: position embeddings: the longest text, in tokens.
         dropout: dropout on hidden states and attention weights.
-        pooling: ``"cls"`` (the first token's state) or ``"mean"`` (over real tokens).
-        model_type: any encoder type ``transformers.AutoConfig.for_model`` knows that takes
-            BERT's argument names (``bert``, ``roberta``, ``electra``, ...).
+        pooling: ``"cls"`` (the first token's state), ``"mean"`` (over real tokens) or
+            ``"last"`` (the last real token's state: what a causal model like GPT-2 has read
+            the whole text by).
+        model_type: any model type ``transformers.AutoConfig.for_model`` knows: ``bert``,
+            ``roberta``, ``electra``, ``gpt2``, ...; the sizes are given to each in its own names.
         padding_idx: the padding token's id.
 
     Attributes:
@@ -178,32 +246,18 @@ class TransformerEncoder(nn.Module):
         intermediate_size: int = 512,
         max_length: int = 128,
         dropout: float = 0.1,
-        pooling: Literal["cls", "mean"] = "cls",
+        pooling: Literal["cls", "mean", "last"] = "cls",
         model_type: str = "bert",
         padding_idx: int = 0,
     ):
         super().__init__()
-        from transformers import AutoConfig, AutoModel
-
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"`pooling` must be 'cls' or 'mean', got {pooling!r}.")
-        if hidden_size % num_heads:
-            raise ValueError(
-                f"`hidden_size` ({hidden_size}) must be a multiple of `num_heads` ({num_heads})."
-            )
-        config = AutoConfig.for_model(
-            model_type,
-            vocab_size=vocab_size,
-            hidden_size=hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            intermediate_size=intermediate_size,
-            max_position_embeddings=max_length,
-            hidden_dropout_prob=dropout,
-            attention_probs_dropout_prob=dropout,
-            pad_token_id=padding_idx,
-        )
-        self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
+        if pooling not in ("cls", "mean", "last"):
+            raise ValueError(f"`pooling` must be 'cls', 'mean' or 'last', got {pooling!r}.")
+        config = transformer_config(
+            model_type, vocab_size, hidden_size, num_layers, num_heads, intermediate_size,
+            max_length, dropout, padding_idx,
+        )  # fmt: skip
+        self.encoder = base_model_from_config(config)
         self.vocab_size = vocab_size
         self.max_length = max_length
         self.pooling = pooling
@@ -216,4 +270,7 @@ class TransformerEncoder(nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
+        if self.pooling == "last":
+            last = (mask.sum(1) - 1).clamp(min=0)
+            return hidden[torch.arange(len(hidden), device=hidden.device), last]
         return masked_pool(hidden, mask, "mean")

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lifecycle.models.base import Backbone
+
 
 def _activation(name: str) -> nn.Module:
     choices = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
@@ -21,7 +23,7 @@ def _activation(name: str) -> nn.Module:
     return choices[name]()
 
 
-class MLP(nn.Module):
+class MLP(Backbone):
     """A multilayer perceptron on flattened inputs (images or tabular features).
 
     Args:
@@ -73,7 +75,7 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     ]
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(Backbone):
     """A VGG-style CNN: blocks of 3x3 conv + BatchNorm + ReLU, each block ending in max-pooling.
 
     Works on any image size: after the blocks an adaptive average pool brings the feature map to
@@ -144,7 +146,7 @@ class BasicBlock(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-class SmallResNet(nn.Module):
+class SmallResNet(Backbone):
     """A small ResNet for low-resolution images: a 3x3 stem, stages of basic blocks, global pooling.
 
     Args:

@@ -10,8 +10,12 @@ import torch
 from torch import nn
 
 from lifecycle.training.clipping import ShardedClipping
-from lifecycle.training.optim import OptimizerFactory, SchedulerFactory, build_optimizers
-from lifecycle.training.sharding import shard_module
+from lifecycle.training.optim import (
+    OptimizerFactory,
+    SchedulerFactory,
+    configure_stage_optimizers,
+)
+from lifecycle.training.sharding import data_parallel_mesh, shard_module
 
 
 class SupervisedModule(ShardedClipping, L.LightningModule):
@@ -89,16 +93,38 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
         return self(*self.inputs(batch))
 
     def setup(self, stage: str) -> None:
+        self.use_pretrained_inputs()
         self.check_data_fits_backbone()
+
+    def use_pretrained_inputs(self) -> None:
+        """For a backbone loaded with :func:`lifecycle.artifacts.load_backbone`: give image data
+        the normalization it was pretrained with, and check that text is tokenized with its
+        pretraining tokenizer (ids from another vocabulary would mean other words)."""
+        backbone = getattr(self.backbone, "_orig_mod", self.backbone)  # under torch.compile
+        info = getattr(backbone, "pretrained", None)
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if info is None or datamodule is None:
+            return
+        if info.mean is not None and hasattr(datamodule, "use_normalization"):
+            datamodule.use_normalization(info.mean, info.std, source=str(info.folder))
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        if info.tokenizer is not None and tokenizer is not None:
+            from lifecycle.data.tokenization import load_tokenizer
+
+            if load_tokenizer(info.tokenizer).get_vocab() != tokenizer.get_vocab():
+                raise ValueError(
+                    f"The backbone from {info.folder} was pretrained with the tokenizer saved "
+                    f"there, but the data tokenizes with another ({len(tokenizer)} tokens): the "
+                    f"same ids would mean other words. Fix: set `data.init_args.tokenizer: "
+                    f"{info.tokenizer}`."
+                )
 
     def configure_model(self) -> None:
         """Under ``ModelParallelStrategy``, shard the backbone and the head with FSDP2 over the
         data-parallel mesh (each block its own unit); a no-op under other strategies."""
-        mesh = self.device_mesh
+        mesh = data_parallel_mesh(self)
         if mesh is None:
             return
-        if "data_parallel" in (mesh.mesh_dim_names or ()):
-            mesh = mesh["data_parallel"]
         if self.channels_last:
             # FSDP2 shards contiguous parameters only; NHWC inputs still reach the convolutions
             self.backbone.to(memory_format=torch.contiguous_format)
@@ -136,14 +162,7 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return build_optimizers(
-            self,
-            self.optimizer_factory,
-            self.scheduler_factory,
-            total_steps=self.trainer.estimated_stepping_batches,
-            interval=self.scheduler_interval,
-            monitor=self.monitor,
-        )
+        return configure_stage_optimizers(self, self.monitor)
 
     def datamodule_attr(self, name: str):
         """An attribute of the Trainer's DataModule (e.g. ``class_names``), or ``None``."""

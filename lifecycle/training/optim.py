@@ -134,3 +134,16 @@ def build_optimizers(
     if isinstance(sched, ReduceLROnPlateau):
         config["monitor"] = monitor
     return {"optimizer": opt, "lr_scheduler": config}
+
+
+def configure_stage_optimizers(module, monitor: str = "val/loss"):
+    """``configure_optimizers`` of a stage holding ``optimizer_factory``, ``scheduler_factory``
+    and ``scheduler_interval``: :func:`build_optimizers` with the Trainer's step count."""
+    return build_optimizers(
+        module,
+        module.optimizer_factory,
+        module.scheduler_factory,
+        total_steps=module.trainer.estimated_stepping_batches,
+        interval=module.scheduler_interval,
+        monitor=monitor,
+    )

@@ -83,3 +83,12 @@ def shard_module(
                 "be synchronized between ranks. Fix: move them into the backbone or the head, "
                 "or shard their module too in `configure_model`."
             )
+
+
+def data_parallel_mesh(module):
+    """The mesh a LightningModule's parameters are sharded over under ``ModelParallelStrategy``
+    (its ``data_parallel`` dimension when named), or ``None`` under other strategies."""
+    mesh = module.device_mesh
+    if mesh is not None and "data_parallel" in (mesh.mesh_dim_names or ()):
+        mesh = mesh["data_parallel"]
+    return mesh

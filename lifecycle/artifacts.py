@@ -1,0 +1,312 @@
+"""The pretrained-backbone format: what a pretraining stage writes and a fine-tuning stage reads.
+
+A folder holding::
+
+    lifecycle_pretrained.json   the manifest (below)
+    backbone.safetensors        the backbone's weights (safetensors: loading runs no code)
+    transforms.json             images: the normalization and augmentation pipelines used
+    tokenizer.json, ...         text: the tokenizer (``save_pretrained`` files)
+    config.json, model.safetensors
+                                text from transformers: the whole language model, so
+                                ``AutoModelForMaskedLM.from_pretrained(folder)`` (or
+                                ``AutoModelForCausalLM``) and ``AutoTokenizer`` load it as well
+
+The manifest says which backbone class and arguments rebuild the network (``backbone``:
+``class_path`` / ``init_args``, the same shape as a recipe), what kind of data it takes
+(``kind``: ``image`` or ``text``), the normalization or tokenizer, and what produced it
+(``produced_by``: the stage, its objective, epochs, steps and final metrics) and when.
+
+Fine-tuning reads it with :func:`load_backbone`, from a recipe::
+
+    backbone:
+      class_path: lifecycle.artifacts.load_backbone
+      init_args: {path: runs/fashion_mnist-pretrain_simclr/version_0/pretrained}
+
+The backbone comes back as the very class that was pretrained (so checkpoints of the
+fine-tuned model have the same keys as one trained from scratch), remembering where it came
+from; the stages then use the pretrained normalization for images and check that text is
+tokenized with the pretrained tokenizer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "lifecycle_pretrained.json"
+WEIGHTS = "backbone.safetensors"
+FORMAT = "lifecycle.pretrained"
+VERSION = 1
+
+
+@dataclass
+class PretrainedInfo:
+    """Where a loaded backbone came from (``backbone.pretrained``)."""
+
+    folder: Path
+    manifest: dict
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    tokenizer: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state dict on the CPU with every sharded (DTensor) entry gathered whole.
+    Under FSDP2 every process must call it: gathering is a collective."""
+    from torch.distributed.tensor import DTensor
+
+    out = {}
+    for key, value in module.state_dict().items():
+        if isinstance(value, DTensor):
+            value = value.full_tensor()
+        out[key] = value.detach().to("cpu").contiguous()
+    return out
+
+
+def backbone_config(backbone: nn.Module, config: Any = None) -> dict:
+    """``{"class_path", "init_args"}`` that rebuild ``backbone``: ``config`` when given (a
+    recipe's backbone entry), else the arguments the backbone recorded at construction."""
+    if config is not None and not isinstance(config, nn.Module):
+        config = _plain(config)
+        if isinstance(config, dict) and "class_path" in config:
+            return {"class_path": config["class_path"], "init_args": config.get("init_args", {})}
+    recorded = getattr(backbone, "init_args", None)
+    if isinstance(recorded, dict):
+        cls = type(backbone)
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": _plain(recorded)}
+    raise ValueError(
+        f"Cannot tell how to rebuild {type(backbone).__name__}: it was built in Python and does "
+        "not record its arguments. Fix: build it from a recipe (class_path/init_args), derive it "
+        "from lifecycle.models.Backbone, or give save_backbone a `backbone_config` dict."
+    )
+
+
+def _plain(value: Any) -> Any:
+    """jsonargparse Namespaces, tuples and paths as JSON-ready dicts, lists and strings."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if not str(k).startswith("__")}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_manifest(folder: str | Path, manifest: dict) -> Path:
+    """Write ``manifest`` (with format, version and time filled in) as the folder's manifest."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    full = {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **manifest,
+    }
+    path = folder / MANIFEST
+    path.write_text(json.dumps(full, indent=2, default=str) + "\n")
+    return path
+
+
+def save_backbone(
+    folder: str | Path,
+    backbone: nn.Module,
+    state: dict[str, torch.Tensor] | None = None,
+    backbone_config: Any = None,
+    datamodule: Any = None,
+    produced_by: dict | None = None,
+) -> Path:
+    """Write ``backbone`` in the pretrained-backbone format.
+
+    Args:
+        folder: the output folder (created).
+        backbone: the network to save.
+        state: its full state dict (default ``backbone.state_dict()``; pass
+            :func:`full_state_dict`'s under FSDP).
+        backbone_config: how to rebuild it (a recipe's ``class_path``/``init_args`` entry);
+            default: the arguments a :class:`~lifecycle.models.Backbone` recorded.
+        datamodule: the DataModule it was trained on: images save its normalization and
+            pipelines (``transforms.json``), text its tokenizer.
+        produced_by: what produced it (stage, objective, epochs, metrics).
+
+    Returns:
+        The manifest's path.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = globals()["backbone_config"](backbone, backbone_config)
+    state = state if state is not None else full_state_dict(backbone)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / WEIGHTS))
+    manifest: dict[str, Any] = {
+        "kind": "image",
+        "backbone": config,
+        "out_features": getattr(backbone, "out_features", None),
+        "weights": WEIGHTS,
+    }
+    if datamodule is not None and getattr(datamodule, "tokenizer", None) is not None:
+        datamodule.tokenizer.save_pretrained(str(folder))
+        manifest["kind"] = "text"
+        manifest["tokenizer"] = "."
+        manifest["max_length"] = getattr(datamodule, "max_length", None)
+    elif datamodule is not None and hasattr(datamodule, "state_dict"):
+        transforms = datamodule.state_dict()
+        (folder / "transforms.json").write_text(json.dumps(transforms, indent=2) + "\n")
+        manifest["transforms"] = "transforms.json"
+        manifest["mean"], manifest["std"] = transforms.get("mean"), transforms.get("std")
+        if getattr(datamodule, "splits", None):
+            manifest["input_shape"] = list(datamodule.input_shape)
+    elif hasattr(backbone, "input_keys") and "input_ids" in backbone.input_keys:
+        manifest["kind"] = "text"
+    if datamodule is not None:
+        manifest["data"] = _plain(getattr(datamodule, "hparams", {}))
+    manifest["produced_by"] = produced_by or {}
+    return write_manifest(folder, manifest)
+
+
+def read_manifest(path: str | Path) -> tuple[Path, dict]:
+    """The folder and manifest of a pretrained backbone, with errors that say what is wrong."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"Pretrained backbone folder {folder.resolve()} does not exist. A pretraining run "
+            "writes one to runs/<run>/version_N/pretrained."
+        )
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        found = sorted(p.name for p in folder.iterdir())[:12]
+        raise FileNotFoundError(
+            f"{folder} is not a pretrained backbone: it has no {MANIFEST} (it holds {found}). "
+            "Point `path` at the `pretrained` folder a pretraining run wrote."
+        )
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != FORMAT or manifest.get("version", 0) > VERSION:
+        raise ValueError(
+            f"{manifest_path} is format {manifest.get('format')!r} version "
+            f"{manifest.get('version')}; this lifecycle reads {FORMAT!r} up to version {VERSION}."
+        )
+    for key in ("backbone", "weights"):
+        if key not in manifest:
+            raise ValueError(f"{manifest_path} has no {key!r} entry.")
+    return folder, manifest
+
+
+def instantiate(config: dict) -> Any:
+    """Build ``{"class_path", "init_args"}`` (nested entries too) by importing the class."""
+    if isinstance(config, list):
+        return [instantiate(c) for c in config]
+    if not isinstance(config, dict) or "class_path" not in config:
+        return config
+    module_name, _, name = config["class_path"].rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as err:
+        raise ImportError(
+            f"Cannot import the pretrained backbone's class {config['class_path']!r} ({err}). "
+            "Fix: install the package that defines it."
+        ) from err
+    kwargs = {k: instantiate(v) for k, v in (config.get("init_args") or {}).items()}
+    return cls(**kwargs)
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``module.load_state_dict(state)``, strict, with an error listing every missing,
+    unexpected and mis-shaped key."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: saved {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if tuple(own[k].shape) != tuple(state[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        for title, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped", shapes),
+        ):
+            if items:
+                more = f" (+{len(items) - 10} more)" if len(items) > 10 else ""
+                parts.append(f"{len(items)} {title}: {items[:10]}{more}")
+        raise ValueError(
+            f"The weights in {source} do not fit {type(module).__name__}: {'; '.join(parts)}. "
+            "Fix: build the backbone with the arguments in the manifest."
+        )
+    module.load_state_dict(state)
+
+
+def load_backbone(path: str, freeze: bool = False) -> nn.Module:
+    """The backbone saved in a pretrained-backbone folder, with its weights.
+
+    Args:
+        path: the folder (``runs/<pretraining run>/version_N/pretrained``).
+        freeze: set ``requires_grad=False`` on every parameter (a fixed feature extractor;
+            BatchNorm statistics still update in training mode).
+
+    Returns:
+        An instance of the saved backbone class with the pretrained weights, and a
+        ``pretrained`` attribute (:class:`PretrainedInfo`) telling stages its normalization or
+        tokenizer.
+    """
+    from safetensors.torch import load_file
+
+    folder, manifest = read_manifest(path)
+    backbone = instantiate(manifest["backbone"])
+    weights = folder / manifest["weights"]
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"{folder / MANIFEST} names weights {weights.name}, not in {folder}."
+        )
+    load_state(backbone, load_file(str(weights)), str(weights))
+    if freeze:
+        backbone.requires_grad_(False)
+    tokenizer = folder / manifest["tokenizer"] if manifest.get("tokenizer") else None
+    backbone.pretrained = PretrainedInfo(
+        folder, manifest, manifest.get("mean"), manifest.get("std"), tokenizer
+    )
+    made = manifest.get("produced_by", {})
+    log.info(
+        f"Loaded {manifest['backbone']['class_path']} from {folder} "
+        f"({made.get('objective', 'unknown objective')}, {made.get('epochs')} epochs)."
+    )
+    return backbone
+
+
+class SavesPretrained:
+    """Mixin of the pretraining stages: at the end of ``fit``, ``save_pretrained`` writes the
+    model to ``save_to``, or to ``<run folder>/pretrained`` (nothing without a logger), with
+    the final logged metrics in the manifest. Every process calls it (FSDP gathers shards)."""
+
+    save_to: str | None = None
+
+    def save_pretrained(self, folder: str, metrics: dict | None = None) -> None:
+        raise NotImplementedError
+
+    def on_fit_end(self) -> None:
+        trainer = self.trainer
+        folder = self.save_to
+        if folder is None:
+            if trainer.logger is None:
+                return
+            folder = f"{trainer.log_dir}/pretrained"  # a broadcast: every rank asks
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        self.save_pretrained(folder, metrics)
+        if trainer.is_global_zero:
+            log.warning(
+                f"Pretrained backbone written to {folder} (read by lifecycle.artifacts.load_backbone)"
+            )

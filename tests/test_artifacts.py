@@ -1,0 +1,69 @@
+"""The pretrained-backbone format: backbones record how to rebuild them, and reading a folder
+that is missing, foreign or mis-shaped fails with an error naming what is wrong."""
+
+import json
+
+import pytest
+import torch
+
+from lifecycle.artifacts import MANIFEST, load_backbone, save_backbone
+from lifecycle.models import MLP, SmallCNN, SmallResNet
+
+
+def test_backbones_record_the_arguments_they_were_built_with():
+    assert SmallCNN(channels=(8, 16), hidden=32).init_args == {
+        "in_channels": 1, "channels": (8, 16), "convs_per_block": 2, "pool_size": 4,
+        "hidden": 32, "dropout": 0.25,
+    }  # fmt: skip
+    assert SmallResNet(3, widths=(8,)).init_args["in_channels"] == 3
+
+
+def test_a_saved_backbone_loads_back_as_the_same_class_with_the_same_outputs(tmp_path):
+    backbone = SmallResNet(widths=(8, 16), blocks_per_stage=1)
+    path = save_backbone(tmp_path / "b", backbone, produced_by={"objective": "test"})
+    manifest = json.loads(path.read_text())
+    assert manifest["format"] == "lifecycle.pretrained" and manifest["version"] == 1
+    assert manifest["backbone"]["init_args"]["widths"] == [8, 16]
+    assert manifest["out_features"] == 16 and manifest["produced_by"] == {"objective": "test"}
+    loaded = load_backbone(str(tmp_path / "b"), freeze=True)
+    assert type(loaded) is SmallResNet
+    assert not any(p.requires_grad for p in loaded.parameters())
+    x = torch.randn(2, 1, 12, 12)
+    backbone.eval(), loaded.eval()
+    assert torch.equal(backbone(x), loaded(x))
+
+
+def test_a_missing_folder_or_one_without_a_manifest_says_what_to_point_at(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"does not exist.*version_N/pretrained"):
+        load_backbone(str(tmp_path / "nowhere"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "model.bin").write_text("x")
+    with pytest.raises(FileNotFoundError, match=rf"no {MANIFEST} \(it holds \['model.bin'\]\)"):
+        load_backbone(str(tmp_path / "other"))
+
+
+def test_weights_that_do_not_fit_list_the_mismatched_keys_and_shapes(tmp_path):
+    save_backbone(tmp_path / "b", MLP(4, hidden=(8, 3)))
+    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    manifest["backbone"]["init_args"]["hidden"] = [8, 5]  # a manifest edited by hand
+    (tmp_path / "b" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(
+        ValueError, match=r"2 mis-shaped: \['layers.4.bias: saved \(3,\), model \(5,\)'"
+    ):
+        load_backbone(str(tmp_path / "b"))
+
+
+def test_a_newer_format_is_refused(tmp_path):
+    save_backbone(tmp_path / "b", MLP(4, hidden=(3,)))
+    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    (tmp_path / "b" / MANIFEST).write_text(json.dumps({**manifest, "version": 99}))
+    with pytest.raises(ValueError, match=r"version 99; this lifecycle reads .* up to version 1"):
+        load_backbone(str(tmp_path / "b"))
+
+
+def test_a_backbone_built_in_python_without_recorded_arguments_needs_a_config(tmp_path):
+    with pytest.raises(ValueError, match=r"does not record its arguments.*backbone_config"):
+        save_backbone(tmp_path / "b", torch.nn.Linear(3, 2))
+    save_backbone(tmp_path / "c", torch.nn.Linear(3, 2),
+                  backbone_config={"class_path": "torch.nn.Linear", "init_args": {"in_features": 3, "out_features": 2}})  # fmt: skip
+    assert isinstance(load_backbone(str(tmp_path / "c")), torch.nn.Linear)
