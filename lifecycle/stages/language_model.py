@@ -82,7 +82,13 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
             raise ValueError(
                 f"`hidden_size` ({hidden_size}) must be a multiple of `num_heads` ({num_heads})."
             )
-        self.save_hyperparameters()
+        # `vocab_size` and `max_length` are also the DataModule's hyperparameters, with other
+        # meanings (its largest vocabulary, its row length); Lightning refuses to log two
+        # different values under one name, so these two are kept out of `hparams` and written
+        # into each checkpoint's instead (`on_save_checkpoint`), which `load_from_checkpoint` reads
+        self.save_hyperparameters(ignore=["vocab_size", "max_length"])
+        self.vocab_size = vocab_size
+        self.max_length = max_length
         self.model_type = model_type or self.default_model_type
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -103,7 +109,7 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
         h = self.hparams
         return transformer_config(
             self.model_type, vocab_size, h.hidden_size, h.num_layers, h.num_heads,
-            h.intermediate_size, h.max_length, h.dropout, pad_id, **extra,
+            h.intermediate_size, self.max_length, h.dropout, pad_id, **extra,
         )  # fmt: skip
 
     def auto_class(self):
@@ -129,16 +135,16 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
                 f"`model_type: {self.model_type}` has no {self.objective} model in transformers "
                 f"({err}). Fix: pick a type that has one (masked: bert, roberta; causal: gpt2)."
             ) from err
-        self.hparams.vocab_size = vocab_size
+        self.vocab_size = vocab_size
 
     def setup(self, stage: str) -> None:
         tokenizer = self._datamodule_attr("tokenizer")
         length = self._datamodule_attr("max_length")
-        if isinstance(length, int) and length > self.hparams.max_length:
+        if isinstance(length, int) and length > self.max_length:
             raise ValueError(
                 f"The data's rows reach {length} tokens but the model has "
-                f"{self.hparams.max_length} positions. Fix: set `model.init_args.max_length: "
-                f"{length}` or `data.init_args.max_length: {self.hparams.max_length}`."
+                f"{self.max_length} positions. Fix: set `model.init_args.max_length: "
+                f"{length}` or `data.init_args.max_length: {self.max_length}`."
             )
         if self.model is None:
             if tokenizer is None:
@@ -147,10 +153,10 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
                     "Fix: use lifecycle.data.CorpusDataModule, or set `vocab_size`."
                 )
             self.build(len(tokenizer), tokenizer)
-        elif tokenizer is not None and len(tokenizer) > self.hparams.vocab_size:
+        elif tokenizer is not None and len(tokenizer) > self.vocab_size:
             raise ValueError(
                 f"The tokenizer has {len(tokenizer)} tokens but the model's embedding holds "
-                f"{self.hparams.vocab_size}. Fix: leave `vocab_size` unset (it follows the "
+                f"{self.vocab_size}. Fix: leave `vocab_size` unset (it follows the "
                 "tokenizer) or lower the data's `vocab_size`."
             )
         mlm = self._datamodule_attr("mlm")
@@ -160,6 +166,11 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
                 f"prepares {'masked' if mlm else 'causal'} LM batches. Fix: set "
                 f"`data.init_args.mlm: {str(self.objective == 'masked-lm').lower()}`."
             )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint.setdefault("hyper_parameters", {}).update(
+            vocab_size=self.vocab_size, max_length=self.max_length
+        )
 
     def _datamodule_attr(self, name: str):
         trainer = self._trainer
@@ -224,8 +235,8 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
 
         h = self.hparams
         encoder = TransformerEncoder(
-            h.vocab_size, h.hidden_size, h.num_layers, h.num_heads, h.intermediate_size,
-            h.max_length, h.dropout, h.pooling, self.model_type, self.model.config.pad_token_id,
+            self.vocab_size, h.hidden_size, h.num_layers, h.num_heads, h.intermediate_size,
+            self.max_length, h.dropout, h.pooling, self.model_type, self.model.config.pad_token_id,
         )  # fmt: skip
         state = full_state_dict(self.model.base_model)
         encoder.encoder.load_state_dict(state)

@@ -230,6 +230,10 @@ def test_multiple_views_are_independent_and_view_0_is_the_image():
     single = ImageClassificationDataModule("digits", train_transforms="heavy", batch_size=16)
     single.setup()
     assert torch.equal(next(iter(single.train_dataloader()))["image"], batch["image"])
-    assert "views" not in next(iter(dm.val_dataloader()))
+    # validation: the plain image, and fixed views of it (a contrastive loss needs them)
+    val = next(iter(dm.val_dataloader()))
+    assert torch.equal(val["image"], dm._datasets["val"].tensor[:16])
+    assert val["views"].shape == (16, 3, 1, 8, 8)
+    assert torch.equal(val["views"], next(iter(dm.val_dataloader()))["views"])
     with pytest.raises(ValueError, match="several views need `train_transforms`"):
         ImageClassificationDataModule("digits", views=2)

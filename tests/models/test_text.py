@@ -111,7 +111,9 @@ def test_bad_backbone_settings():
         RNNEncoder(cell="rnn")
     with pytest.raises(ValueError, match="multiple of `num_heads`"):
         TransformerEncoder(hidden_size=30, num_heads=4)
-    with pytest.raises(ValueError, match=r"`model_type` 'nonsense' is not a transformers model type"):
+    with pytest.raises(
+        ValueError, match=r"`model_type` 'nonsense' is not a transformers model type"
+    ):
         TransformerEncoder(model_type="nonsense")
     with pytest.raises(ValueError, match="'cls', 'mean' or 'last'"):
         TransformerEncoder(pooling="max")

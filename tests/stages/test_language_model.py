@@ -143,3 +143,19 @@ def test_a_model_shorter_than_the_data_rows_is_an_error(corpus, tmp_path):
     model = MaskedLMPretrainingModule(**{**SIZES, "max_length": 16})
     with pytest.raises(ValueError, match=r"32 tokens but the model has 16 positions"):
         quiet_trainer(tmp_path, fast_dev_run=True).fit(model, datamodule=corpus_data(corpus))
+
+
+def test_a_checkpoint_reloads_the_network_sized_to_the_trained_tokenizer(corpus, tmp_path):
+    data = corpus_data(corpus)
+    model = MaskedLMPretrainingModule(**SIZES)
+    trainer = quiet_trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    trainer.fit(model, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "lm.ckpt")
+    # our own file: its hyperparameters hold the optimizer class, which weights_only refuses
+    reloaded = MaskedLMPretrainingModule.load_from_checkpoint(
+        tmp_path / "lm.ckpt", weights_only=False
+    )
+    assert reloaded.vocab_size == len(data.tokenizer) != data.vocab_size
+    assert all(
+        torch.equal(v, model.model.state_dict()[k]) for k, v in reloaded.model.state_dict().items()
+    )
