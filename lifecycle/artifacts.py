@@ -74,7 +74,7 @@ def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def backbone_config(backbone: nn.Module, config: Any = None) -> dict:
+def rebuild_spec(backbone: nn.Module, config: Any = None) -> dict:
     """``{"class_path", "init_args"}`` that rebuild ``backbone``: ``config`` when given (a
     recipe's backbone entry), else the arguments the backbone recorded at construction."""
     if config is not None and not isinstance(config, nn.Module):
@@ -148,7 +148,7 @@ def save_backbone(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = globals()["backbone_config"](backbone, backbone_config)
+    config = rebuild_spec(backbone, backbone_config)
     state = state if state is not None else full_state_dict(backbone)
     save_file({k: v.contiguous() for k, v in state.items()}, str(folder / WEIGHTS))
     manifest: dict[str, Any] = {

@@ -60,11 +60,12 @@ class ImageDataset(Dataset):
         self.transform = transform
         self.view_transform = view_transform
         self.seed = seed
-        self.views = views if (transform or view_transform) is not None else 1
+        augmented = transform is not None or view_transform is not None
+        self.views = views if augmented else 1
         self.epoch_indexed = transform is not None
         self.mean = mean.astype(np.float32)
         self.std = std.astype(np.float32)
-        self.images = images if (transform or view_transform) is not None else None
+        self.images = images if augmented else None
         self.tensor = self._normalize(images) if transform is None else None
 
     def _normalize(self, images: np.ndarray) -> torch.Tensor:
@@ -82,7 +83,7 @@ class ImageDataset(Dataset):
         """Image ``i`` as augmented in ``epoch`` (H, W, C uint8): the same on every call;
         ``view`` > 0 draws further independent augmentations of it. ``transform`` defaults to
         the dataset's own."""
-        transform = transform or self.transform
+        transform = self.transform if transform is None else transform
         key = [self.seed, epoch, i] + ([view] if view else [])
         state = np.random.SeedSequence(key).generate_state(2)
         transform.set_random_state(np.random.default_rng(state[0]), random.Random(int(state[1])))
@@ -314,9 +315,14 @@ class ImageClassificationDataModule(SplitDataModule):
         self.mean, self.std = list(mean), list(std)
         if self.splits:
             self._build_datasets()
-            out = self._run_dir()
-            if out is not None:
-                (out / "transforms.json").write_text(json.dumps(self.state_dict(), indent=2) + "\n")
+            self._write_transforms()
+
+    def _write_transforms(self) -> None:
+        """The resolved pipelines and normalization as ``transforms.json`` in the run folder."""
+        out = self._run_dir()
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "transforms.json").write_text(json.dumps(self.state_dict(), indent=2) + "\n")
 
     def _is_folder(self) -> bool:
         return Path(self.dataset).expanduser().is_dir()
@@ -365,10 +371,7 @@ class ImageClassificationDataModule(SplitDataModule):
             )
             self._predict_sources = [str(p) for p in files]
         self._build_datasets()
-        out = self._run_dir()
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "transforms.json").write_text(json.dumps(self.state_dict(), indent=2) + "\n")
+        self._write_transforms()
 
     def _build_datasets(self) -> None:
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)

@@ -20,6 +20,7 @@ from torch import nn
 
 from lifecycle.artifacts import SavesPretrained
 from lifecycle.models.heads import feature_size
+from lifecycle.stages.supervised import trainer_datamodule
 from lifecycle.training.clipping import ShardedClipping
 from lifecycle.training.optim import (
     OptimizerFactory,
@@ -150,7 +151,7 @@ class ContrastivePretrainingModule(SavesPretrained, ShardedClipping, L.Lightning
     def setup(self, stage: str) -> None:
         """Check that the data can fill a batch: each image is contrasted with the rest of its
         batch, so a split smaller than one batch teaches little (and one image, nothing)."""
-        datamodule = getattr(self._trainer, "datamodule", None)
+        datamodule = trainer_datamodule(self)
         splits = getattr(datamodule, "splits", None)
         if stage != "fit" or not splits or "train" not in splits:
             return
@@ -225,7 +226,7 @@ class ContrastivePretrainingModule(SavesPretrained, ShardedClipping, L.Lightning
         backbone = getattr(self.backbone, "_orig_mod", self.backbone)  # under torch.compile
         state = full_state_dict(backbone)
         if self._trainer is None or self.trainer.is_global_zero:
-            datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+            datamodule = trainer_datamodule(self)
             save_backbone(
                 folder,
                 backbone,

@@ -21,6 +21,7 @@ from torch import nn
 from torchmetrics.text import Perplexity
 
 from lifecycle.artifacts import SavesPretrained
+from lifecycle.stages.supervised import trainer_datamodule
 from lifecycle.training.clipping import ShardedClipping
 from lifecycle.training.optim import (
     OptimizerFactory,
@@ -173,9 +174,7 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
         )
 
     def _datamodule_attr(self, name: str):
-        trainer = self._trainer
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        return getattr(datamodule, name, None)
+        return getattr(trainer_datamodule(self), name, None)
 
     def configure_model(self) -> None:
         """Shard the Transformer block by block with FSDP2 under ``ModelParallelStrategy``."""
@@ -254,7 +253,7 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
         if trainer is not None and not trainer.is_global_zero:
             return
         self.model.save_pretrained(folder, state_dict=state)
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        datamodule = trainer_datamodule(self)
         save_backbone(
             folder,
             backbone,

@@ -18,6 +18,13 @@ from lifecycle.training.optim import (
 from lifecycle.training.sharding import data_parallel_mesh, shard_module
 
 
+def trainer_datamodule(module: L.LightningModule):
+    """The DataModule of the Trainer running ``module``, or ``None`` (no Trainer, or data
+    given as plain DataLoaders)."""
+    trainer = module._trainer
+    return getattr(trainer, "datamodule", None) if trainer is not None else None
+
+
 class SupervisedModule(ShardedClipping, L.LightningModule):
     """Base of the supervised stages: ``forward(x) = head(backbone(x))``.
 
@@ -102,7 +109,7 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
         pretraining tokenizer (ids from another vocabulary would mean other words)."""
         backbone = getattr(self.backbone, "_orig_mod", self.backbone)  # under torch.compile
         info = getattr(backbone, "pretrained", None)
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        datamodule = trainer_datamodule(self)
         if info is None or datamodule is None:
             return
         if info.mean is not None and hasattr(datamodule, "use_normalization"):
@@ -166,6 +173,4 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
 
     def datamodule_attr(self, name: str):
         """An attribute of the Trainer's DataModule (e.g. ``class_names``), or ``None``."""
-        trainer = self._trainer
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        return getattr(datamodule, name, None)
+        return getattr(trainer_datamodule(self), name, None)
