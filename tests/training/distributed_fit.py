@@ -65,6 +65,11 @@ def main() -> None:
     parser.add_argument("--freeze-first", action="store_true", help="freeze the first layer")
     parser.add_argument("--nan-at", type=int, default=None)
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    parser.add_argument(
+        "--finetune", choices=["freeze_unfreeze", "discriminative"], default=None,
+        help="a fine-tuning callback (unfreezing at epoch 1)",
+    )  # fmt: skip
+    parser.add_argument("--epoch-steps", type=int, default=None, help="limit_train_batches")
     args = parser.parse_args()
 
     L.seed_everything(0)
@@ -87,12 +92,21 @@ def main() -> None:
     )
     record, health = Record(), GradientHealth(log_every_n_steps=1)
     callbacks = [record, health] + ([NaNAt(args.nan_at)] if args.nan_at is not None else [])
+    if args.finetune:
+        from lifecycle.training.finetuning import DiscriminativeLR, FreezeUnfreeze
+
+        callbacks.append(
+            FreezeUnfreeze(unfreeze_at_epoch=1, backbone_lr_scale=0.5)
+            if args.finetune == "freeze_unfreeze"
+            else DiscriminativeLR(lr_decay=0.5)
+        )
     trainer = L.Trainer(
         accelerator="cpu", devices=ranks, strategy=strategy, max_steps=args.steps,
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
         gradient_clip_val=args.clip, gradient_clip_algorithm=args.clip_algorithm,
         accumulate_grad_batches=args.accumulate, callbacks=callbacks,
+        limit_train_batches=args.epoch_steps,
     )  # fmt: skip
     trainer.fit(model, datamodule=dm)
     params = list(model.parameters())
@@ -112,6 +126,7 @@ def main() -> None:
         "optimizer_bytes": local_bytes(state),
         "checksum": float(sum(t.double().sum() for t in full)),
         "frozen_unchanged": bool(torch.equal(frozen, frozen_before)),
+        "param_groups": len(trainer.optimizers[0].param_groups),
         "sharded": any(hasattr(p, "_local_tensor") for p in params),
         "events": health.events,
     }

@@ -77,3 +77,19 @@ def test_gradient_health_skips_an_injected_nan_on_every_fsdp2_rank(tmp_path):
         assert [e[0] for e in skips] == [3], rank["events"]
         assert "step 3" in skips[0][2] and "backbone.layers.1" in skips[0][2]
     assert all(l == l for l in losses)  # noqa: E741 - no NaN loss after the skipped step
+
+
+@pytest.mark.slow
+def test_a_backbone_unfrozen_mid_run_stays_in_sync_under_ddp_and_fsdp2(tmp_path):
+    """A parameter frozen when DDP wrapped the model is outside DDP's gradient all-reduce: once
+    FreezeUnfreeze unfreezes it, each process would step on its own gradients and the replicas
+    drift apart (measured without the callback's sync: weight checksums 10.67 vs 8.30). The
+    callback averages those gradients; FSDP2 syncs them itself. Both take the same steps."""
+    args = ["--finetune", "freeze_unfreeze", "--epoch-steps", "4", "--steps", "12",
+            "--optimizer", "adam"]  # fmt: skip
+    ddp, _ = fit(tmp_path, "ddp", "ddp", *args)
+    fsdp2, _ = fit(tmp_path, "fsdp2", "fsdp2", *args)
+    assert ddp[0]["checksum"] == ddp[1]["checksum"]
+    assert fsdp2[0]["checksum"] == pytest.approx(ddp[0]["checksum"], abs=1e-4)
+    for rank in ddp + fsdp2:
+        assert rank["param_groups"] == 2 and not rank["frozen_unchanged"]
