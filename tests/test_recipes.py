@@ -33,6 +33,8 @@ def test_the_required_recipes_exist():
         "text/pretrain_mlm.yaml",
         "text/pretrain_clm.yaml",
         "tweets/finetune_mlm.yaml",
+        "tweets/transfer_minilm.yaml",
+        "fashion_mnist/transfer_efficientnet.yaml",
     } <= names
 
 

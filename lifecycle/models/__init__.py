@@ -2,7 +2,8 @@
 
 from lifecycle.models.base import Backbone
 from lifecycle.models.heads import LinearHead, feature_size
-from lifecycle.models.text import RNNEncoder, TextCNN, TransformerEncoder
+from lifecycle.models.pretrained_vision import EfficientNetLite0
+from lifecycle.models.text import PretrainedTransformer, RNNEncoder, TextCNN, TransformerEncoder
 from lifecycle.models.vision import MLP, SmallCNN, SmallResNet
 
 __all__ = [
@@ -10,9 +11,11 @@ __all__ = [
     "MLP",
     "SmallCNN",
     "SmallResNet",
+    "EfficientNetLite0",
     "RNNEncoder",
     "TextCNN",
     "TransformerEncoder",
+    "PretrainedTransformer",
     "LinearHead",
     "feature_size",
 ]
