@@ -398,8 +398,9 @@ def load_backbone(path: str, freeze: bool = False) -> nn.Module:
 
 class SavesPretrained:
     """Mixin of the pretraining stages: at the end of ``fit``, ``save_pretrained`` writes the
-    model to ``save_to``, or to ``<run folder>/pretrained`` (nothing without a logger), with
-    the final logged metrics in the manifest. Every process calls it (FSDP gathers shards)."""
+    model to ``save_to``, or to ``<run folder>/pretrained`` (nothing without a logger, nor under
+    ``fast_dev_run``), with the final logged metrics in the manifest. Every process calls it
+    (FSDP gathers shards)."""
 
     save_to: str | None = None
 
@@ -409,10 +410,14 @@ class SavesPretrained:
     def on_fit_end(self) -> None:
         trainer = self.trainer
         folder = self.save_to
+        if trainer.fast_dev_run:  # a smoke test, like Lightning's own checkpointing
+            log.info("fast_dev_run: no pretrained backbone written.")
+            return
         if folder is None:
             if trainer.logger is None:
                 return
-            folder = f"{trainer.log_dir}/pretrained"  # a broadcast: every rank asks
+            # a broadcast: every rank asks; a logger without a folder uses the root dir
+            folder = f"{trainer.log_dir or trainer.default_root_dir}/pretrained"
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         self.save_pretrained(folder, metrics)
         if trainer.is_global_zero:

@@ -84,6 +84,17 @@ def test_a_batch_without_views_is_an_error_that_says_how_to_get_them(tmp_path):
         quiet_trainer(tmp_path, fast_dev_run=True).fit(model, datamodule=digits(tmp_path, views=1))
 
 
+def test_a_fast_dev_run_writes_no_pretrained_folder(tmp_path, monkeypatch):
+    # fast_dev_run swaps the logger for one without a folder: the backbone once went to the
+    # working directory's "None/pretrained"
+    monkeypatch.chdir(tmp_path)
+    model = ContrastivePretrainingModule(small_cnn())
+    trainer = quiet_trainer(tmp_path, fast_dev_run=True, logger=True)
+    trainer.fit(model, datamodule=digits(tmp_path))
+    assert trainer.global_step == 1
+    assert not list(tmp_path.rglob("pretrained")) and not (tmp_path / "None").exists()
+
+
 def test_data_too_small_for_one_batch_is_an_error(tmp_path):
     data = digits(tmp_path, batch_size=256, train_subset=100)
     model = ContrastivePretrainingModule(small_cnn())
