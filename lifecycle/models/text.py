@@ -18,6 +18,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from lifecycle.models.base import Backbone
 
 TEXT_INPUTS = ("input_ids", "attention_mask")
+# dropout probabilities in transformers configs: BERT-style names, then GPT-2's
+DROPOUT_NAMES = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+)
 
 
 def masked_pool(
@@ -226,13 +234,7 @@ def transformer_config(
     for name in ("intermediate_size", "n_inner"):
         if hasattr(config, name):
             sizes[name] = intermediate_size
-    for name in (
-        "hidden_dropout_prob",
-        "attention_probs_dropout_prob",
-        "resid_pdrop",
-        "embd_pdrop",
-        "attn_pdrop",
-    ):
+    for name in DROPOUT_NAMES:
         if hasattr(config, name):
             sizes[name] = dropout
     for name, value in {**sizes, **extra}.items():
@@ -240,16 +242,22 @@ def transformer_config(
     return config
 
 
-def base_model_from_config(config):
-    """The bare ``transformers`` network of a config (no task head, no BERT pooler)."""
+def without_pooler(config) -> dict:
+    """``AutoModel`` keyword arguments leaving out the pooler (BERT's) of ``config``'s model."""
     import inspect
 
-    from transformers import AutoModel
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     model_class = MODEL_MAPPING[type(config)]
     accepts_pooler = "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
-    return AutoModel.from_config(config, **({"add_pooling_layer": False} if accepts_pooler else {}))
+    return {"add_pooling_layer": False} if accepts_pooler else {}
+
+
+def base_model_from_config(config):
+    """The bare ``transformers`` network of a config (no task head, no BERT pooler)."""
+    from transformers import AutoModel
+
+    return AutoModel.from_config(config, **without_pooler(config))
 
 
 class TransformerEncoder(Backbone):
@@ -317,13 +325,6 @@ class TransformerEncoder(Backbone):
 
 
 TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
-DROPOUT_NAMES = (
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "resid_pdrop",
-    "embd_pdrop",
-    "attn_pdrop",
-)
 
 
 def check_transformers_folder(folder) -> None:
@@ -384,7 +385,6 @@ class PretrainedTransformer(Backbone):
     ):
         super().__init__()
         from transformers import AutoConfig, AutoModel
-        from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
         from lifecycle.artifacts import PretrainedInfo
         from lifecycle.models.packaged import resolve_model_folder
@@ -404,17 +404,10 @@ class PretrainedTransformer(Backbone):
             for name in DROPOUT_NAMES:
                 if hasattr(config, name):
                     setattr(config, name, dropout)
-        import inspect
-
-        model_class = MODEL_MAPPING[type(config)]
-        kwargs = (
-            {"add_pooling_layer": False}
-            if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
-            else {}
-        )
         self.encoder = AutoModel.from_pretrained(
-            str(folder), config=config, local_files_only=True, trust_remote_code=False, **kwargs
-        )
+            str(folder), config=config, local_files_only=True, trust_remote_code=False,
+            **without_pooler(config),
+        )  # fmt: skip
         self.pooling = pooling
         self.vocab_size = config.vocab_size
         self.max_length = getattr(config, "max_position_embeddings", None)
