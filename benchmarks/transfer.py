@@ -262,7 +262,8 @@ def main() -> None:
     if args.only and earlier.is_file():  # one part re-run: keep the other part's figures
         kept = json.loads(earlier.read_text())
         kept.pop("machine", None)
-        result = {**kept, **result, f"{args.only}_minutes": result["total_minutes"]}
+        result = {**kept, **result, f"{args.only}_minutes": result.pop("total_minutes")}
+        result["total_minutes"] = None  # the parts ran separately: see {text,image}_minutes
     write_result(args.out, result)
 
 
