@@ -255,7 +255,6 @@ def main() -> None:
     global SPLIT
     SPLIT = args.eval_split
     logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(torch.get_num_threads())
     start = time.perf_counter()
     result: dict = {}
     if args.only in (None, "text"):

@@ -260,7 +260,37 @@ def base_model_from_config(config):
     return AutoModel.from_config(config, **without_pooler(config))
 
 
-class TransformerEncoder(Backbone):
+POOLINGS = ("cls", "mean", "last")
+
+
+class PooledTransformer(Backbone):
+    """What the Transformer backbones share: ``encoder`` (a ``transformers`` model) run on the
+    batch's ids and mask, its token states pooled (``pooling``: see :func:`pool_tokens`), and
+    its layer groups. Subclasses build ``encoder`` and set ``pooling`` and ``out_features``."""
+
+    input_keys = TEXT_INPUTS
+    encoder: nn.Module
+    pooling: str
+
+    @staticmethod
+    def check_pooling(pooling: str) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"`pooling` must be 'cls', 'mean' or 'last', got {pooling!r}.")
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        mask = _mask(input_ids, attention_mask)
+        hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        return pool_tokens(hidden, mask, self.pooling)
+
+    def layer_groups(self) -> list[nn.Module]:
+        """Embeddings, then each Transformer layer, bottom to top (see
+        :func:`transformer_layer_groups`)."""
+        return transformer_layer_groups(self.encoder)
+
+
+class TransformerEncoder(PooledTransformer):
     """A Transformer built from a Hugging Face config (BERT by default, GPT-2 and others too),
     randomly initialised, pooled to one vector per text.
 
@@ -283,8 +313,6 @@ class TransformerEncoder(Backbone):
         encoder: the ``transformers`` model (``save_pretrained`` works on it).
     """
 
-    input_keys = TEXT_INPUTS
-
     def __init__(
         self,
         vocab_size: int = 8000,
@@ -299,8 +327,7 @@ class TransformerEncoder(Backbone):
         padding_idx: int = 0,
     ):
         super().__init__()
-        if pooling not in ("cls", "mean", "last"):
-            raise ValueError(f"`pooling` must be 'cls', 'mean' or 'last', got {pooling!r}.")
+        self.check_pooling(pooling)
         config = transformer_config(
             model_type, vocab_size, hidden_size, num_layers, num_heads, intermediate_size,
             max_length, dropout, padding_idx,
@@ -310,18 +337,6 @@ class TransformerEncoder(Backbone):
         self.max_length = max_length
         self.pooling = pooling
         self.out_features = hidden_size
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        mask = _mask(input_ids, attention_mask)
-        hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        return pool_tokens(hidden, mask, self.pooling)
-
-    def layer_groups(self) -> list[nn.Module]:
-        """Embeddings, then each Transformer layer, bottom to top (see
-        :func:`transformer_layer_groups`)."""
-        return transformer_layer_groups(self.encoder)
 
 
 TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
@@ -350,7 +365,7 @@ def check_transformers_folder(folder) -> None:
         )
 
 
-class PretrainedTransformer(Backbone):
+class PretrainedTransformer(PooledTransformer):
     """A pretrained ``transformers`` encoder (BERT, RoBERTa, MiniLM, ...) from a local folder,
     pooled to one vector per text: the starting point of transfer learning on text.
 
@@ -375,8 +390,6 @@ class PretrainedTransformer(Backbone):
             (:class:`lifecycle.artifacts.PretrainedInfo`).
     """
 
-    input_keys = TEXT_INPUTS
-
     def __init__(
         self,
         path: str = "all-MiniLM-L6-v2",
@@ -389,8 +402,7 @@ class PretrainedTransformer(Backbone):
         from lifecycle.artifacts import PretrainedInfo
         from lifecycle.models.packaged import resolve_model_folder
 
-        if pooling not in ("cls", "mean", "last"):
-            raise ValueError(f"`pooling` must be 'cls', 'mean' or 'last', got {pooling!r}.")
+        self.check_pooling(pooling)
         folder = resolve_model_folder(path)
         check_transformers_folder(folder)
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
@@ -423,14 +435,3 @@ class PretrainedTransformer(Backbone):
             {"source": "transformers", "model_type": config.model_type, "path": str(path)},
             tokenizer=folder if has_tokenizer else None,
         )
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        mask = _mask(input_ids, attention_mask)
-        hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        return pool_tokens(hidden, mask, self.pooling)
-
-    def layer_groups(self) -> list[nn.Module]:
-        """Embeddings, then each Transformer layer, bottom to top."""
-        return transformer_layer_groups(self.encoder)

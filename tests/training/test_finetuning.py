@@ -28,27 +28,32 @@ from tests.conftest import quiet_trainer
 STEPS_PER_EPOCH = 4
 
 
+def weights_of(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 class Trace(L.Callback):
-    """Each step's learning rates (one per parameter group), and the weights of every layer
-    group and the head at the end of each epoch."""
+    """The weights at the start, each step's learning rates (one per parameter group), and the
+    weights at the end of each epoch."""
 
     def __init__(self):
+        self.initial: dict[str, torch.Tensor] = {}
         self.lrs: list[list[float]] = []
         self.weights: list[dict[str, torch.Tensor]] = []
+
+    def on_fit_start(self, trainer, pl_module):
+        self.initial = weights_of(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.weights.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+        self.weights.append(weights_of(pl_module))
 
 
 def changed(trace: Trace, epoch: int, key: str) -> bool:
-    before = trace.weights[epoch - 1][key] if epoch else INITIAL[key]
+    before = trace.weights[epoch - 1][key] if epoch else trace.initial[key]
     return not torch.equal(before, trace.weights[epoch][key])
-
-
-INITIAL: dict[str, torch.Tensor] = {}
 
 
 def fit(tmp_path, callback, epochs=3, scheduler=None, batch_norm=False, lr=0.01, **trainer_kw):
@@ -59,8 +64,6 @@ def fit(tmp_path, callback, epochs=3, scheduler=None, batch_norm=False, lr=0.01,
         optimizer=partial(torch.optim.AdamW, lr=lr),
         scheduler=scheduler,
     )
-    INITIAL.clear()
-    INITIAL.update({k: v.detach().clone() for k, v in model.state_dict().items()})
     trace = Trace()
     trainer = quiet_trainer(
         tmp_path,
@@ -88,7 +91,7 @@ def test_linear_probe_keeps_the_backbone_and_its_batchnorm_statistics_fixed(tmp_
     model, trace, _ = fit(tmp_path, LinearProbe(), epochs=2, batch_norm=True)
     stats = "backbone.layers.2.running_mean"
     assert not changed(trace, 1, BOTTOM) and not changed(trace, 1, stats)
-    assert torch.equal(trace.weights[-1][stats], INITIAL[stats])  # BatchNorm ran in eval mode
+    assert torch.equal(trace.weights[-1][stats], trace.initial[stats])  # BatchNorm ran in eval mode
     assert changed(trace, 0, HEAD) and changed(trace, 1, HEAD)
     assert all(len(lrs) == 1 for lrs in trace.lrs)  # the backbone never joins the optimizer
 
