@@ -35,6 +35,8 @@ def test_the_required_recipes_exist():
         "tweets/finetune_mlm.yaml",
         "tweets/transfer_minilm.yaml",
         "fashion_mnist/transfer_efficientnet.yaml",
+        "fashion_mnist/distill.yaml",
+        "tweets/distill_minilm.yaml",
     } <= names
 
 
@@ -56,6 +58,21 @@ def pretrained_folder(tmp_path, kind: str) -> str:
     return str(folder)
 
 
+def teacher_checkpoint(tmp_path, recipe: str) -> str:
+    """A checkpoint of the (untrained) model of the recipe that trains a distillation teacher,
+    with what a ``lifecycle fit`` checkpoint holds for ``load_teacher``: the recipe's
+    hyperparameters (so the module is rebuilt) and the DataModule's state."""
+    import lightning
+    import torch
+
+    cli = recipe_cli(LifecycleCLI, ["--config", str(REPO / recipe),
+                                    "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    path = tmp_path / "teacher.ckpt"
+    torch.save({"state_dict": cli.model.state_dict(), "hyper_parameters": dict(cli.model.hparams),
+                "pytorch-lightning_version": lightning.__version__}, path)  # fmt: skip
+    return str(path)
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
 def test_recipe_parses_and_instantiates(recipe: Path, tmp_path):
     config = yaml.safe_load(recipe.read_text())
@@ -70,6 +87,11 @@ def test_recipe_parses_and_instantiates(recipe: Path, tmp_path):
         args += ["--model.init_args.backbone.init_args.path", folder]
         if kind == "text":
             args += ["--data.init_args.tokenizer", folder]
+    teacher_config = config["model"]["init_args"].get("teacher", {})
+    if teacher_config.get("class_path") == "lifecycle.stages.distillation.load_teacher":
+        # a distillation recipe: point it at a checkpoint of the recipe its header names
+        needs = re.search(r"# Needs: .*?(recipes/\S+\.yaml)", recipe.read_text()).group(1)
+        args += ["--model.init_args.teacher.init_args.path", teacher_checkpoint(tmp_path, needs)]
     cli = recipe_cli(cli_class, args)
     if "cleaning" in config:
         assert isinstance(cli.config_init["cleaning"], DataCleaner)
@@ -78,6 +100,11 @@ def test_recipe_parses_and_instantiates(recipe: Path, tmp_path):
     assert type(cli.datamodule).__name__ == config["data"]["class_path"].rsplit(".", 1)[1]
     if backbone_config.get("class_path") == "lifecycle.artifacts.load_backbone":
         assert cli.model.backbone.pretrained.folder.name.startswith("pretrained-")
+    elif teacher_config:
+        student = config["model"]["init_args"]["student"]["class_path"].rsplit(".", 1)[1]
+        assert type(cli.model.backbone).__name__ == student
+        assert type(cli.model.teacher).__name__ == "ClassificationModule"
+        assert not cli.model.teacher.training
     elif backbone_config:  # language-model recipes build their network from sizes instead
         backbone = backbone_config["class_path"].rsplit(".", 1)[1]
         assert type(cli.model.backbone).__name__ == backbone

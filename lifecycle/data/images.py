@@ -21,7 +21,7 @@ from lifecycle.data.augment import (
 )
 from lifecycle.data.datasets import LoadedDataset, Split, image_files, load_dataset, read_images
 from lifecycle.data.loading import SplitDataModule
-from lifecycle.data.splits import split_indices, stratified_subset
+from lifecycle.data.splits import UNLABELED, labeled_and_rest, split_indices
 from lifecycle.data.validation import check_labels, check_not_empty
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class ImageDataset(Dataset):
             images = views[0]
         else:
             images, views = self.tensor[index], []
-        batch = {"image": images}
+        batch = {"image": images, "index": index}
         if len(views) > 1:
             batch["views"] = torch.stack(views, dim=1)
         if self.labels is not None:
@@ -120,7 +120,8 @@ class ImageDataset(Dataset):
 class ImageClassificationDataModule(SplitDataModule):
     """Image classification data: a built-in dataset or the user's own, split, normalized, batched.
 
-    Batches are dicts ``{"image": float (B, C, H, W), "label": long (B,)}``.
+    Batches are dicts ``{"image": float (B, C, H, W), "label": long (B,), "index": long (B,)}``
+    (``index``: each image's row in its split, which a cached distillation teacher keys on).
 
     Args:
         dataset: a built-in name (``fashion-mnist``, ``mnist-5k``, ``digits``) or a path: a folder
@@ -131,6 +132,10 @@ class ImageClassificationDataModule(SplitDataModule):
         test_fraction: share held out for testing when the dataset has no test split of its own.
         train_subset: use only this many training images (a stratified, seeded subset) — for
             quick runs and small-data experiments. ``None`` uses them all.
+        unlabeled_rest: with ``train_subset``, keep the other training images too, with their
+            labels hidden (label ``-1``): the unlabeled transfer set that a
+            :class:`~lifecycle.stages.distillation.DistillationModule`'s teacher scores. Stages
+            that need every label refuse such data.
         batch_size: images per batch, or ``"full"`` for full-batch gradient descent (one batch
             holding the whole training split).
         eval_batch_size: batch size for validation, test and predict (default: ``batch_size``,
@@ -169,6 +174,7 @@ class ImageClassificationDataModule(SplitDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         train_subset: int | None = None,
+        unlabeled_rest: bool = False,
         batch_size: int | Literal["full"] = 128,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -195,7 +201,15 @@ class ImageClassificationDataModule(SplitDataModule):
         self.data_dir = data_dir
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
+        if unlabeled_rest and train_subset is None:
+            raise ValueError(
+                "`unlabeled_rest: true` hides the labels of the images outside `train_subset`, "
+                "but `train_subset` is not set. Fix: set `train_subset` to the number of labeled "
+                "images to keep."
+            )
         self.train_subset = train_subset
+        self.unlabeled_rest = unlabeled_rest
+        self.unlabeled_count = 0
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -351,7 +365,11 @@ class ImageClassificationDataModule(SplitDataModule):
         keep, held = split_indices(len(train), self.val_fraction, self.seed, train.y, name="val")
         train, val = train.take(keep), train.take(held)
         if self.train_subset is not None:
-            train = train.take(stratified_subset(train.y, self.train_subset, self.seed))
+            subset, rest = labeled_and_rest(train.y, self.train_subset, self.seed)
+            train = train.take(np.concatenate([subset, rest]) if self.unlabeled_rest else subset)
+            if self.unlabeled_rest:  # the rest follow the labeled subset, their labels hidden
+                train.y[len(subset) :] = UNLABELED
+                self.unlabeled_count = len(rest)
         for name, split in (("train", train), ("val", val), ("test", test)):
             check_not_empty(
                 split, name, "Fix: lower `val_fraction`/`test_fraction` or raise `train_subset`."

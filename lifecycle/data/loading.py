@@ -173,9 +173,27 @@ class SplitDataModule(L.LightningDataModule):
         """Rows per batch of split ``name``; ``"full"`` means the whole split in one batch."""
         return len(self._datasets[name]) if self.batch_size == "full" else int(self.batch_size)
 
+    def split_dataset(self, name: str) -> Dataset:
+        """The dataset of split ``name`` (``train``, ``val``, ``test``, ``predict``), after
+        ``setup``."""
+        return self._datasets[name]
+
+    def example_batch(self, name: str = "train", size: int = 2) -> dict:
+        """The first ``size`` records of split ``name`` as one batch, as the loaders give them:
+        what a stage probes shapes with before training."""
+        dataset = self.split_dataset(name)
+        rows = list(range(min(size, len(dataset))))
+        if hasattr(dataset, "__getitems__"):
+            return collate_batch(dataset.__getitems__(rows))
+        return default_collate([dataset[i] for i in rows])
+
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         return make_loader(
-            self._datasets[name], self.batch_size_for(name), shuffle, self.num_workers, self.seed
+            self.split_dataset(name),
+            self.batch_size_for(name),
+            shuffle,
+            self.num_workers,
+            self.seed,
         )
 
     def train_dataloader(self) -> DataLoader:

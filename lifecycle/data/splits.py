@@ -7,6 +7,10 @@ from sklearn.model_selection import train_test_split
 
 from lifecycle.data.datasets import DataValidationError
 
+UNLABELED = -1
+"""The label of a training record whose label is hidden (``unlabeled_rest``): a transfer-set
+record that only a distillation teacher scores."""
+
 
 def split_indices(
     n: int, fraction: float, seed: int, stratify: np.ndarray | None = None, name: str = "val"
@@ -42,3 +46,12 @@ def stratified_subset(y: np.ndarray, size: int, seed: int) -> np.ndarray:
         return np.arange(len(y))
     kept, _ = split_indices(len(y), 1.0 - size / len(y), seed, stratify=y, name="subset")
     return kept
+
+
+def labeled_and_rest(y: np.ndarray, size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(subset, rest)``: the indices of a stratified ``size``-row subset (all rows for
+    ``None``) and of every other row."""
+    if size is None:
+        return np.arange(len(y)), np.arange(0)
+    subset = stratified_subset(y, size, seed)
+    return subset, np.setdiff1d(np.arange(len(y)), subset)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 from collections import Counter
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -24,7 +25,7 @@ from lifecycle.data.augment import TokenAugment
 from lifecycle.data.corpora import EncodingErrors, TextTable, load_text_dataset, read_text_file
 from lifecycle.data.datasets import DataValidationError
 from lifecycle.data.loading import SplitDataModule
-from lifecycle.data.splits import split_indices, stratified_subset
+from lifecycle.data.splits import UNLABELED, labeled_and_rest, split_indices
 from lifecycle.data.tokenization import (
     load_tokenizer,
     tokenizer_from_state,
@@ -74,7 +75,10 @@ def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 class TextDataset(Dataset):
     """Token ids (and labels) as dict samples; ``__getitems__`` pads a batch to its longest text.
 
-    Batches: ``{"input_ids": long (B, L), "attention_mask": long (B, L)[, "label": long (B,)]}``.
+    Batches: ``{"input_ids": long (B, L), "attention_mask": long (B, L), "index": long (B,)[,
+    "label": long (B,)]}`` (``index``: each text's row in its split). With ``teacher_ids`` (the
+    same texts in a distillation teacher's own tokenization) batches also hold
+    ``teacher_input_ids`` and ``teacher_attention_mask``.
     With ``augment`` (a :class:`~lifecycle.data.augment.TokenAugment`), indices are
     ``(epoch, i)`` pairs and text ``i`` is augmented with a generator seeded from
     ``(seed, epoch, i)``: the same on every run and with any number of workers.
@@ -88,7 +92,18 @@ class TextDataset(Dataset):
         augment: TokenAugment | None = None,
         seed: int = 0,
         weights: list[float] | None = None,
+        teacher_ids: list[list[int]] | None = None,
+        teacher_pad_id: int = 0,
     ):
+        if augment and teacher_ids is not None:
+            raise ValueError(
+                "Token augmentation (`augment_mask`/`augment_delete`/`augment_swap`) edits one "
+                "tokenizer's ids, so a teacher with its own tokenizer could not see the same "
+                "augmented text as the student. Fix: set the augment_* probabilities to 0 for "
+                "distillation, or give the student the teacher's tokenizer."
+            )
+        self.teacher_ids = teacher_ids
+        self.teacher_pad_id = teacher_pad_id
         self.ids = ids
         self.labels = torch.as_tensor(labels, dtype=torch.long) if labels is not None else None
         self.weights = (
@@ -116,8 +131,13 @@ class TextDataset(Dataset):
         pairs = [i if isinstance(i, tuple) else (0, i) for i in indices]
         indices = [i for _, i in pairs]
         input_ids, mask = pad_rows([self.row(i, epoch) for epoch, i in pairs], self.pad_id)
-        batch = {"input_ids": input_ids, "attention_mask": mask}
         index = torch.as_tensor(indices, dtype=torch.long)
+        batch = {"input_ids": input_ids, "attention_mask": mask, "index": index}
+        if self.teacher_ids is not None:
+            teacher_ids, teacher_mask = pad_rows(
+                [self.teacher_ids[i] for i in indices], self.teacher_pad_id
+            )
+            batch["teacher_input_ids"], batch["teacher_attention_mask"] = teacher_ids, teacher_mask
         if self.labels is not None:
             batch["label"] = self.labels[index]
         if self.weights is not None:
@@ -236,10 +256,10 @@ class TextDataModule(SplitDataModule):
     def _dataset(self, name: str) -> Dataset:
         raise NotImplementedError
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        if name not in self._datasets:
+    def split_dataset(self, name: str) -> Dataset:
+        if name not in self._datasets:  # encoded on first use
             self._datasets[name] = self._dataset(name)
-        return super()._loader(name, shuffle)
+        return self._datasets[name]
 
 
 class TextClassificationDataModule(TextDataModule):
@@ -277,6 +297,10 @@ class TextClassificationDataModule(TextDataModule):
         val_fraction: share of the training records held out for validation.
         test_fraction: share held out for testing when there is no ``test_dataset``.
         train_subset: use only this many training records (stratified, seeded); ``None`` all.
+        unlabeled_rest: with ``train_subset``, keep the other training records too, with their
+            labels hidden (label ``-1``): the unlabeled transfer set that a
+            :class:`~lifecycle.stages.distillation.DistillationModule`'s teacher scores. Stages
+            that need every label refuse such data.
         deduplicate: keep one record per identical text (see above); ``False`` keeps every
             copy, all in the same split.
         unseen_labels: what to do with validation/test records whose label the training split
@@ -319,6 +343,7 @@ class TextClassificationDataModule(TextDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         train_subset: int | None = None,
+        unlabeled_rest: bool = False,
         deduplicate: bool = True,
         unseen_labels: Literal["error", "drop"] = "error",
         encoding_errors: EncodingErrors = "replace",
@@ -357,7 +382,16 @@ class TextClassificationDataModule(TextDataModule):
         self.test_dataset = test_dataset
         self.classes = classes
         self.data_dir = data_dir
+        if unlabeled_rest and train_subset is None:
+            raise ValueError(
+                "`unlabeled_rest: true` hides the labels of the records outside `train_subset`, "
+                "but `train_subset` is not set. Fix: set `train_subset` to the number of labeled "
+                "records to keep."
+            )
         self.train_subset = train_subset
+        self.unlabeled_rest = unlabeled_rest
+        self.unlabeled_count = 0
+        self.teacher_tokenizer = None
         self.unseen_labels = unseen_labels
         self.augment_probs = (augment_mask, augment_delete, augment_swap)
         TokenAugment(*self.augment_probs, mask_id=0, special_ids=set())  # checks the ranges
@@ -540,9 +574,8 @@ class TextClassificationDataModule(TextDataModule):
             test, pool = table.keep(rows(pool[held], shuffle=True)), pool[keep]
         keep, held = split_indices(len(pool), self.val_fraction, self.seed, codes[pool], "val")
         val, pool = table.keep(rows(pool[held], shuffle=True)), pool[keep]
-        if self.train_subset is not None:
-            pool = pool[stratified_subset(codes[pool], self.train_subset, self.seed)]
-        train = table.keep(rows(pool))
+        subset, rest = labeled_and_rest(codes[pool], self.train_subset, self.seed)
+        train = table.keep(rows(pool[subset]))
         if len(set(train.labels)) < 2:
             raise DataValidationError(
                 f"The training split of {self.dataset} has one label only ({train.labels[0]!r}): "
@@ -557,6 +590,12 @@ class TextClassificationDataModule(TextDataModule):
                     f"The {name} split is empty (0 texts). Fix: lower `val_fraction`/"
                     "`test_fraction`, raise `train_subset`, or give more data."
                 )
+        if self.unlabeled_rest and len(rest):
+            # the rest follow the labeled subset, their labels hidden (None; label -1 in batches)
+            hidden = table.keep(rows(pool[rest]))
+            self.unlabeled_count = len(hidden)
+            train = table.keep(rows(pool[subset]) + rows(pool[rest]))
+            train.labels = train.labels[: len(train) - len(hidden)] + [None] * len(hidden)
         self.texts = {"train": train, "val": val, "test": test}
         if self.predict_path is not None:
             new = read_text_file(self.predict_path, self.text_column, None, self.encoding_errors)
@@ -596,14 +635,39 @@ class TextClassificationDataModule(TextDataModule):
         codes = None
         if labels is not None:
             index = {label: i for i, label in enumerate(self.class_names)}
-            codes = np.array([index[label] for label in labels], dtype=np.int64)
+            codes = np.array([index.get(label, UNLABELED) for label in labels], dtype=np.int64)
         augment = None
         if name == "train" and any(self.augment_probs):
             tok = self.tokenizer
             mask_id = tok.mask_token_id if tok.mask_token_id is not None else tok.unk_token_id
             augment = TokenAugment(*self.augment_probs, mask_id, set(tok.all_special_ids))
         weights = self.texts[name].weights if name == "train" else None
-        return TextDataset(ids, codes, self.tokenizer.pad_token_id, augment, self.seed, weights)
+        teacher_ids, teacher_pad = None, 0
+        if self.teacher_tokenizer is not None and name == "train":
+            teacher_ids, _ = encode(self.teacher_tokenizer, self.texts[name].texts, self.max_length)
+            teacher_pad = self.teacher_tokenizer.pad_token_id
+        return TextDataset(
+            ids,
+            codes,
+            self.tokenizer.pad_token_id,
+            augment,
+            self.seed,
+            weights,
+            teacher_ids,
+            teacher_pad,
+        )
+
+    def use_teacher_tokenizer(self, tokenizer) -> None:
+        """Also tokenize the training texts with a distillation teacher's own tokenizer (a
+        tokenizer object, a folder or a packaged model's name): training batches then carry
+        ``teacher_input_ids`` and ``teacher_attention_mask`` beside the student's ids, the same
+        texts cut at the same ``max_length`` in tokens. Called by
+        :class:`~lifecycle.stages.distillation.DistillationModule`, whose teacher says its
+        tokenizer."""
+        if isinstance(tokenizer, str | Path):
+            tokenizer = load_tokenizer(str(tokenizer))
+        self.teacher_tokenizer = tokenizer
+        self._datasets.pop("train", None)  # re-encoded with the teacher's ids on next use
 
     @property
     def predict_sources(self) -> list[str] | None:

@@ -365,6 +365,26 @@ def check_transformers_folder(folder) -> None:
         )
 
 
+def transformers_config(path):
+    """``(folder, config)`` of a local transformers model folder or a packaged model's name,
+    checked to hold a model whose code ``transformers`` ships: a config asking for custom code
+    (``auto_map``) is refused, since lifecycle never runs code from a model folder."""
+    from transformers import AutoConfig
+
+    from lifecycle.models.packaged import resolve_model_folder
+
+    folder = resolve_model_folder(path)
+    check_transformers_folder(folder)
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    if getattr(config, "auto_map", None):
+        raise ValueError(
+            f"{folder}/config.json asks for custom model code ({config.auto_map}); lifecycle "
+            "never runs code from a model folder (trust_remote_code stays off). Fix: use a "
+            "model type transformers ships."
+        )
+    return folder, config
+
+
 class PretrainedTransformer(PooledTransformer):
     """A pretrained ``transformers`` encoder (BERT, RoBERTa, MiniLM, ...) from a local folder,
     pooled to one vector per text: the starting point of transfer learning on text.
@@ -397,21 +417,12 @@ class PretrainedTransformer(PooledTransformer):
         dropout: float | None = None,
     ):
         super().__init__()
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoModel
 
         from lifecycle.artifacts import PretrainedInfo
-        from lifecycle.models.packaged import resolve_model_folder
 
         self.check_pooling(pooling)
-        folder = resolve_model_folder(path)
-        check_transformers_folder(folder)
-        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-        if getattr(config, "auto_map", None):
-            raise ValueError(
-                f"{folder}/config.json asks for custom model code ({config.auto_map}); lifecycle "
-                "never runs code from a model folder (trust_remote_code stays off). Fix: use a "
-                "model type transformers ships."
-            )
+        folder, config = transformers_config(path)
         if dropout is not None:
             for name in DROPOUT_NAMES:
                 if hasattr(config, name):

@@ -162,8 +162,18 @@ class ClassificationModule(SupervisedModule):
             }
         )
 
+    accepts_unlabeled = False  # records with label -1 (a transfer set): distillation only
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        unlabeled = self.datamodule_attr("unlabeled_count")
+        if unlabeled and not self.accepts_unlabeled:
+            raise ValueError(
+                f"The training data holds {unlabeled} records without labels (`unlabeled_rest: "
+                f"true`), which {type(self).__name__} cannot learn from. Fix: set "
+                "`data.init_args.unlabeled_rest: false`, or distil a teacher into this model "
+                "(lifecycle.stages.distillation.DistillationModule), which scores them."
+            )
         data_classes = self.datamodule_attr("num_classes")
         if data_classes is not None and data_classes != self.num_classes:
             raise ValueError(
@@ -199,7 +209,18 @@ class ClassificationModule(SupervisedModule):
     def _mixed_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """MixUp or CutMix on the batch's first input; the loss weighs both targets by ``lam``."""
         inputs = self.inputs(batch)
-        x, target = inputs[0], batch[self.target_key]
+        target = batch[self.target_key]
+        x, lam, perm = self._mix_input(inputs[0])
+        logits = self(x, *inputs[1:])
+        weight = batch.get("weight")
+        loss = lam * self._loss(logits, target, weight) + (1 - lam) * self._loss(
+            logits, target[perm], weight[perm] if weight is not None else None
+        )
+        return loss, logits, target
+
+    def _mix_input(self, x: torch.Tensor) -> tuple[torch.Tensor, float, torch.Tensor]:
+        """``(mixed x, lam, perm)``: ``x`` mixed with ``x[perm]`` by MixUp or CutMix, ``lam``
+        the share of the first input (for CutMix, of the area)."""
         if not x.is_floating_point() or (self.mix == "cutmix" and x.ndim != 4):
             raise ValueError(
                 f"`mix: {self.mix}` needs float {'images (B, C, H, W)' if self.mix == 'cutmix' else 'inputs'}"
@@ -219,12 +240,7 @@ class ClassificationModule(SupervisedModule):
             x = x.clone()
             x[..., top:bottom, left:right] = x[perm][..., top:bottom, left:right]
             lam = 1 - (bottom - top) * (right - left) / (height * width)
-        logits = self(x, *inputs[1:])
-        weight = batch.get("weight")
-        loss = lam * self._loss(logits, target, weight) + (1 - lam) * self._loss(
-            logits, target[perm], weight[perm] if weight is not None else None
-        )
-        return loss, logits, target
+        return x, lam, perm
 
     def _scores(self, logits: torch.Tensor) -> torch.Tensor:
         probs = logits.float().softmax(dim=-1)

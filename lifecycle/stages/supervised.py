@@ -3,6 +3,7 @@ and schedule from config, an explicit L1 penalty, optional ``torch.compile``."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Literal
 
 import lightning as L
@@ -58,13 +59,7 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
         super().__init__()
         if l1_penalty < 0:
             raise ValueError(f"`l1_penalty` must be >= 0, got {l1_penalty}.")
-        # Modules given from Python are saved in the state_dict, not as hyperparameters; from a
-        # LightningCLI config they are saved as their class_path/init_args, so checkpoints reload.
-        self.save_hyperparameters(
-            ignore=[
-                k for k, v in (("backbone", backbone), ("head", head)) if isinstance(v, nn.Module)
-            ]
-        )
+        self.save_hyperparameters(ignore=self._module_arguments())
         if channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
         self.backbone = torch.compile(backbone) if compile else backbone
@@ -77,6 +72,24 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
         self.l1_penalty = l1_penalty
         keys = input_key if input_key is not None else getattr(backbone, "input_keys", "image")
         self.input_keys = [keys] if isinstance(keys, str) else list(keys)
+
+    def _module_arguments(self) -> list[str]:
+        """Names of the ``__init__`` arguments (of this class and its subclasses) holding
+        modules given from Python: they stay out of the hyperparameters (they are in the
+        state_dict, or for a teacher nowhere). Built by LightningCLI, the hyperparameters are
+        the config instead, where modules are their class_path/init_args: all are kept, so
+        ``load_from_checkpoint`` rebuilds the module from the checkpoint alone."""
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+        if _given_hyperparameters.get() is not None:
+            return []
+        names, frame = set(), inspect.currentframe()
+        while frame is not None:
+            if frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is self:
+                args = frame.f_code.co_varnames[1 : frame.f_code.co_argcount]
+                names |= {a for a in args if isinstance(frame.f_locals.get(a), nn.Module)}
+            frame = frame.f_back
+        return sorted(names)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(*inputs))

@@ -130,7 +130,8 @@ def test_predict_path_reads_new_images_like_the_training_ones(write_images, tmp_
     dm = ImageClassificationDataModule("digits", predict_path=str(new), batch_size=2)
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
-    assert set(batch) == {"image"} and batch["image"].shape == (2, 1, 8, 8)
+    assert set(batch) == {"image", "index"} and batch["image"].shape == (2, 1, 8, 8)
+    assert batch["index"].tolist() == [0, 1]
     assert [p.rsplit("/", 1)[1] for p in dm.predict_sources] == ["0.png", "1.png", "2.png"]
     assert len(dm.predict_dataloader().dataset) == 3
     empty = tmp_path / "empty"

@@ -86,7 +86,7 @@ def test_batches_are_padded_to_the_longest_text(tmp_path):
     rows = [(f"{t} {i}", label) for i, (t, label) in enumerate(rows)]
     dm = small(write_csv(tmp_path / "t.csv", rows), max_length=8, batch_size=4)
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"input_ids", "attention_mask", "label"}
+    assert set(batch) == {"input_ids", "attention_mask", "label", "index"}
     assert batch["input_ids"].shape[1] <= 8
     lengths = batch["attention_mask"].sum(1)
     assert batch["input_ids"].shape[1] == lengths.max()
@@ -265,3 +265,18 @@ def test_normalize_text_standardizes_unicode_and_spacing_and_counts_it(tmp_path)
     raw = TextClassificationDataModule(str(path), val_fraction=0.2, test_fraction=0.2)
     raw.setup()
     assert rows[0][0] in [t for table in raw.texts.values() for t in table.texts]
+
+
+def test_unlabeled_rest_keeps_the_subset_labeled_and_hides_the_other_labels(tmp_path):
+    path = write_csv(tmp_path / "t.csv", sentiment_rows(200))
+    plain = small(path, train_subset=20)
+    dm = small(path, train_subset=20, unlabeled_rest=True)
+    train = dm.texts["train"]
+    assert train.texts[:20] == plain.texts["train"].texts  # the same labeled subset
+    assert dm.unlabeled_count == len(train) - 20 > 100
+    assert train.labels[20:] == [None] * dm.unlabeled_count
+    labels = dm.split_dataset("train").labels
+    assert (labels[20:] == -1).all() and (labels[:20] >= 0).all()
+    assert dm.texts["test"].texts == plain.texts["test"].texts  # held-out splits unchanged
+    with pytest.raises(ValueError, match="`train_subset` is not set"):
+        TextClassificationDataModule(str(path), unlabeled_rest=True)

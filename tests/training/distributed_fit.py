@@ -70,6 +70,10 @@ def main() -> None:
         help="a fine-tuning callback (unfreezing at epoch 1)",
     )  # fmt: skip
     parser.add_argument("--epoch-steps", type=int, default=None, help="limit_train_batches")
+    parser.add_argument(
+        "--distill", action="store_true",
+        help="distil a fixed MLP teacher (with a feature adapter) into the model",
+    )  # fmt: skip
     args = parser.parse_args()
 
     L.seed_everything(0)
@@ -80,9 +84,19 @@ def main() -> None:
         "sgd": lambda p: torch.optim.SGD(p, lr=0.05),
         "adam": lambda p: torch.optim.Adam(p, lr=1e-3),
     }[args.optimizer]
-    model = ClassificationModule(
-        MLP(in_features=64, hidden=args.hidden), num_classes=10, optimizer=optimizer
-    )
+    if args.distill:
+        from lifecycle.stages import DistillationModule
+
+        teacher = ClassificationModule(MLP(in_features=64, hidden=[96]), num_classes=10)
+        teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+        model = DistillationModule(
+            teacher, MLP(in_features=64, hidden=args.hidden), num_classes=10, temperature=2.0,
+            alpha=0.7, feature_layers={"": "backbone"}, optimizer=optimizer,
+        )  # fmt: skip
+    else:
+        model = ClassificationModule(
+            MLP(in_features=64, hidden=args.hidden), num_classes=10, optimizer=optimizer
+        )
     if args.freeze_first:
         for p in model.backbone.layers[1].parameters():
             p.requires_grad = False
@@ -130,6 +144,17 @@ def main() -> None:
         "sharded": any(hasattr(p, "_local_tensor") for p in params),
         "events": health.events,
     }
+    if args.distill:
+        teacher_state = model.teacher.state_dict()
+        result["teacher_unchanged"] = all(
+            torch.equal(teacher_state[k], v) for k, v in teacher_before.items()
+        )
+        result["teacher_sharded"] = any(
+            hasattr(p, "_local_tensor") for p in model.teacher.parameters()
+        )
+        result["adapter_sharded"] = any(
+            hasattr(p, "_local_tensor") for p in model.adapters.parameters()
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(result))
