@@ -365,7 +365,7 @@ def check_transformers_folder(folder) -> None:
         )
 
 
-def transformers_config(path):
+def read_transformers_folder(path):
     """``(folder, config)`` of a local transformers model folder or a packaged model's name,
     checked to hold a model whose code ``transformers`` ships: a config asking for custom code
     (``auto_map``) is refused, since lifecycle never runs code from a model folder."""
@@ -422,7 +422,7 @@ class PretrainedTransformer(PooledTransformer):
         from lifecycle.artifacts import PretrainedInfo
 
         self.check_pooling(pooling)
-        folder, config = transformers_config(path)
+        folder, config = read_transformers_folder(path)
         if dropout is not None:
             for name in DROPOUT_NAMES:
                 if hasattr(config, name):

@@ -167,7 +167,7 @@ class ClassificationModule(SupervisedModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         unlabeled = self.datamodule_attr("unlabeled_count")
-        if unlabeled and not self.accepts_unlabeled:
+        if stage == "fit" and unlabeled and not self.accepts_unlabeled:
             raise ValueError(
                 f"The training data holds {unlabeled} records without labels (`unlabeled_rest: "
                 f"true`), which {type(self).__name__} cannot learn from. Fix: set "

@@ -50,9 +50,9 @@ class TransformersClassifier(nn.Module):
         super().__init__()
         from transformers import AutoModelForSequenceClassification
 
-        from lifecycle.models.text import transformers_config
+        from lifecycle.models.text import read_transformers_folder
 
-        folder, config = transformers_config(path)
+        folder, config = read_transformers_folder(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             str(folder), config=config, local_files_only=True, trust_remote_code=False
         )
