@@ -58,10 +58,11 @@ def pretrained_folder(tmp_path, kind: str) -> str:
     return str(folder)
 
 
-def teacher_checkpoint(tmp_path, recipe: str) -> str:
+def teacher_checkpoint(tmp_path, recipe: str, **datamodule_state) -> str:
     """A checkpoint of the (untrained) model of the recipe that trains a distillation teacher,
     with what a ``lifecycle fit`` checkpoint holds for ``load_teacher``: the recipe's
-    hyperparameters (so the module is rebuilt) and the DataModule's state."""
+    hyperparameters (so the module is rebuilt) and any DataModule state given
+    (``ImageClassificationDataModule={...}``)."""
     import lightning
     import torch
 
@@ -69,7 +70,8 @@ def teacher_checkpoint(tmp_path, recipe: str) -> str:
                                     "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
     path = tmp_path / "teacher.ckpt"
     torch.save({"state_dict": cli.model.state_dict(), "hyper_parameters": dict(cli.model.hparams),
-                "pytorch-lightning_version": lightning.__version__}, path)  # fmt: skip
+                "pytorch-lightning_version": lightning.__version__, **datamodule_state},
+               path)  # fmt: skip
     return str(path)
 
 

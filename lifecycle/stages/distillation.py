@@ -33,7 +33,6 @@ from torch import nn
 from lifecycle.data.splits import UNLABELED
 from lifecycle.stages.classification import ClassificationModule
 from lifecycle.training.optim import OptimizerFactory, SchedulerFactory
-from lifecycle.training.sharding import data_parallel_mesh, shard_module
 
 log = logging.getLogger(__name__)
 
@@ -500,16 +499,10 @@ class DistillationModule(ClassificationModule):
                 self.adapters[key] = FeatureAdapter(s_shape, t_shape).to(device)
         self._captured = {"student": {}, "teacher": {}}
 
-    def configure_model(self) -> None:
-        """Under ``ModelParallelStrategy``, shard the student and the adapters with FSDP2; the
-        teacher stays a whole replica on every process."""
-        mesh = data_parallel_mesh(self)
-        if mesh is None:
-            return
-        if self.channels_last:
-            self.backbone.to(memory_format=torch.contiguous_format)
-        roots = [self.backbone, self.head, *self.adapters.values()]
-        shard_module(roots, mesh, owner=self)
+    def sharded_modules(self) -> list[nn.Module]:
+        """The student and the feature adapters; the teacher stays a whole replica on every
+        process."""
+        return [*super().sharded_modules(), *self.adapters.values()]
 
     # ----------------------------------------------------------------- teacher outputs
     def _teacher_inputs(self, batch: dict) -> list[torch.Tensor]:
@@ -562,18 +555,12 @@ class DistillationModule(ClassificationModule):
     def _hard_loss(
         self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None
     ) -> torch.Tensor:
-        """Cross-entropy over the labeled records only (unlabeled ones are ``-1``)."""
+        """The classifier's cross-entropy over the labeled records only: unlabeled ones
+        (``-1``) get weight 0, on top of any per-record ``weight``."""
         labeled = (target != UNLABELED).to(logits.dtype)
         if weight is not None:
             labeled = labeled * weight.to(logits.dtype)
-        losses = F.cross_entropy(
-            logits,
-            target.clamp_min(0),
-            weight=self.class_weights,
-            label_smoothing=self.label_smoothing,
-            reduction="none",
-        )
-        return (losses * labeled).sum() / labeled.sum().clamp_min(1.0)
+        return self._loss(logits, target.clamp_min(0), labeled)
 
     def _feature_term(self) -> torch.Tensor:
         terms = []

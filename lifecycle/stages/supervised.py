@@ -139,8 +139,13 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
                     f"{info.tokenizer}`."
                 )
 
+    def sharded_modules(self) -> list[nn.Module]:
+        """What ``configure_model`` shards: the backbone and the head (a subclass adds its own
+        trainable modules)."""
+        return [self.backbone, self.head]
+
     def configure_model(self) -> None:
-        """Under ``ModelParallelStrategy``, shard the backbone and the head with FSDP2 over the
+        """Under ``ModelParallelStrategy``, shard :meth:`sharded_modules` with FSDP2 over the
         data-parallel mesh (each block its own unit); a no-op under other strategies."""
         mesh = data_parallel_mesh(self)
         if mesh is None:
@@ -148,7 +153,7 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
         if self.channels_last:
             # FSDP2 shards contiguous parameters only; NHWC inputs still reach the convolutions
             self.backbone.to(memory_format=torch.contiguous_format)
-        shard_module([self.backbone, self.head], mesh, owner=self)
+        shard_module(self.sharded_modules(), mesh, owner=self)
 
     def check_data_fits_backbone(self) -> None:
         """Raise when the DataModule's tokenizer or text length exceeds what the backbone takes."""

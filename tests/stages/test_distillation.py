@@ -299,21 +299,18 @@ def test_a_checkpoint_of_a_module_built_in_python_says_how_to_pass_the_teacher(t
 def test_a_recipe_checkpoint_rebuilds_its_module_and_teaches(tmp_path):
     """A checkpoint of a recipe run records the backbone's config, so the module is rebuilt
     from the checkpoint alone, and load_teacher takes the DataModule state saved beside it."""
-    import lightning
-
     from lifecycle.cli import LifecycleCLI, recipe_cli
     from tests.conftest import REPO
+    from tests.test_recipes import teacher_checkpoint
 
-    cli = recipe_cli(LifecycleCLI, ["--config", str(REPO / "recipes/digits/classify.yaml"),
-                                    "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
-    path = tmp_path / "run.ckpt"
-    torch.save({"state_dict": cli.model.state_dict(), "hyper_parameters": dict(cli.model.hparams),
-                "pytorch-lightning_version": lightning.__version__,
-                "ImageClassificationDataModule": {"mean": [0.3], "std": [0.2],
-                                                  "eval_transforms": None}}, path)  # fmt: skip
+    recipe = "recipes/digits/classify.yaml"
+    state = {"mean": [0.3], "std": [0.2], "eval_transforms": None}
+    path = teacher_checkpoint(tmp_path, recipe, ImageClassificationDataModule=state)
     rebuilt = ClassificationModule.load_from_checkpoint(path, weights_only=True)
+    cli = recipe_cli(LifecycleCLI, ["--config", str(REPO / recipe),
+                                    "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
     assert type(rebuilt.backbone) is type(cli.model.backbone)
-    state = cli.model.state_dict()
-    assert all(torch.equal(v, state[k]) for k, v in rebuilt.state_dict().items())
-    teacher = load_teacher(str(path))
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    assert all(torch.equal(v, saved[k]) for k, v in rebuilt.state_dict().items())
+    teacher = load_teacher(path)
     assert teacher.normalization == ([0.3], [0.2]) and not teacher.training
