@@ -24,6 +24,8 @@ from typing import Any
 import albumentations as A
 import numpy as np
 
+from lifecycle.errors import ConfigError
+
 PipelineSpec = str | list[str | dict[str, dict[str, Any]]] | A.BaseCompose | A.BasicTransform | None
 """What ``train_transforms``/``eval_transforms`` accept (see the module docstring)."""
 
@@ -93,7 +95,7 @@ PRESETS: dict[str, list] = {
 They flip horizontally: for digits or text in images, list transforms without the flip."""
 
 
-class AugmentationError(ValueError):
+class AugmentationError(ConfigError):
     """A pipeline spec names an unknown transform, gives it a wrong argument, or changes the
     image's shape where the model expects a fixed one; the message names the transform and the fix."""
 

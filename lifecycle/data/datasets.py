@@ -21,15 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
+from lifecycle.errors import DataError, MissingFileError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 GREY_MODES = ("L", "1", "I;16", "I", "LA")  # PIL modes read as one channel
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(MissingFileError):
     """A named dataset or a path could not be found; the message says where we looked and the fix."""
 
 
-class DataValidationError(ValueError):
+class DataValidationError(DataError):
     """The data is malformed; the message names the count and the first offending row or file."""
 
 

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lifecycle.errors import DataError
 
-class LabelIssueError(ValueError):
+
+class LabelIssueError(DataError):
     """Labels and probabilities that confident learning cannot use; the message says why."""
 
 
