@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lifecycle.cli import CleanCLI, LifecycleCLI, recipe_cli
@@ -131,6 +132,16 @@ CPU_FRAGMENTS = {
 }
 
 
+ACCELERATOR_FRAGMENTS = {
+    # preset: the strategy class it builds and the settings that make it that preset
+    "strategies/deepspeed_zero2.yaml": ("DeepSpeedStrategy", {"stage": 2}),
+    "strategies/deepspeed_zero3.yaml": ("DeepSpeedStrategy", {"stage": 3}),
+    "strategies/fsdp.yaml": ("FSDPStrategy", {"_wrap_blocks": True}),
+    "strategies/xla.yaml": ("XLAStrategy", {}),
+    "precision/16-mixed.yaml": (None, {}),
+}
+
+
 @pytest.mark.parametrize("fragment", FRAGMENTS, ids=lambda p: str(p.relative_to(REPO / "recipes")))
 def test_strategy_and_precision_presets_combine_with_a_recipe(fragment: Path, tmp_path):
     from lightning.pytorch.strategies import StrategyRegistry
@@ -139,13 +150,23 @@ def test_strategy_and_precision_presets_combine_with_a_recipe(fragment: Path, tm
     config = yaml.safe_load(fragment.read_text())
     assert set(config) == {"trainer"}, "a preset holds trainer settings only"
     if name not in CPU_FRAGMENTS:
-        # GPU/TPU presets: the strategy they name exists; running them needs the hardware
-        strategy = config["trainer"].get("strategy")
-        if isinstance(strategy, str):
-            assert strategy in StrategyRegistry, strategy
-        elif isinstance(strategy, dict):
+        # GPU/TPU presets: running them needs the hardware; what they would build is checked
+        strategy, expected = config["trainer"].get("strategy"), ACCELERATOR_FRAGMENTS[name]
+        if strategy is None:  # 16-mixed: Lightning turns it into bf16-mixed on a CPU
+            from lightning.pytorch.plugins import MixedPrecision
+
+            plugin = MixedPrecision(config["trainer"]["precision"], device="cuda")
+            assert plugin.precision == "16-mixed"
+            assert isinstance(plugin.scaler, torch.amp.GradScaler)  # fp16 needs loss scaling
+        elif isinstance(strategy, str):
+            entry = StrategyRegistry[strategy]
+            assert entry["strategy"].__name__ == expected[0]
+            assert entry["init_params"].items() >= expected[1].items()
+        else:
             module, cls = strategy["class_path"].rsplit(".", 1)
-            getattr(__import__(module, fromlist=[cls]), cls)(**strategy.get("init_args", {}))
+            built = getattr(__import__(module, fromlist=[cls]), cls)(**strategy.get("init_args", {}))
+            assert type(built).__name__ == expected[0]
+            assert {k: getattr(built, k) for k in expected[1]} == expected[1]
         return
     devices = "1" if "single" in name else "2"
     cli = recipe_cli(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import gzip
 import importlib.util
+import logging
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from lifecycle.errors import DataError, MissingFileError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 GREY_MODES = ("L", "1", "I;16", "I", "LA")  # PIL modes read as one channel
@@ -256,6 +259,8 @@ def load_image_folder(
             f"(image types: {', '.join(IMAGE_SUFFIXES)})."
         )
 
+    skipped_files: list[Path] = []
+
     def list_files(split_root: Path) -> list[tuple[Path, int]]:
         names = [p.name for p in _class_dirs(split_root)]
         if split_root != train_root and names != class_names:
@@ -263,11 +268,14 @@ def load_image_folder(
                 f"Class folders of {split_root} ({names}) differ from those of {train_root} ({class_names}). "
                 "Fix: give both splits the same class sub-folders."
             )
+        # files beside the class folders belong to no class
+        skipped_files.extend(sorted(p for p in split_root.iterdir() if p.is_file()))
         files = []
         for label, name in enumerate(names):
             found = sorted(
                 p for p in (split_root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
             )
+            skipped_files.extend(_other_files(split_root / name))
             if not found:
                 raise DataValidationError(
                     f"Class folder {split_root / name} holds no images ({', '.join(IMAGE_SUFFIXES)})."
@@ -277,6 +285,7 @@ def load_image_folder(
 
     train_files = list_files(train_root)
     test_files = list_files(layout_roots["test"]) if has_own_test else []
+    _warn_skipped(root, skipped_files, "images in a class folder")
 
     labels = {p: label for p, label in train_files + test_files}
     paths = [p for p, _ in train_files + test_files]
@@ -324,7 +333,9 @@ def read_images(
                 img.load()
                 decoded.append(img.copy())
                 kept.append(path)
-        except (UnidentifiedImageError, OSError, ValueError) as err:
+        except (
+            UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError
+        ) as err:  # fmt: skip
             if skipped is None:
                 raise DataValidationError(
                     f"Cannot decode image {path}: {err}. Fix: remove or replace the file "
@@ -385,21 +396,85 @@ def read_images(
     return np.stack(arrays)
 
 
+def _other_files(folder: Path) -> list[Path]:
+    """The files below ``folder`` (recursively) that are not images by their suffix."""
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() not in IMAGE_SUFFIXES and p.is_file()
+    )
+
+
+def _warn_skipped(root: Path, files: list[Path], why: str) -> None:
+    """Log the files of an image folder that were not read: how many, which, and ``why``."""
+    if not files:
+        return
+    names = [str(p.relative_to(root)) for p in files]
+    shown = ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)" if len(names) > 10 else "")
+    log.warning(
+        f"{root}: skipped {len(files)} files that are not {why} (image types: "
+        f"{', '.join(IMAGE_SUFFIXES)}): {shown}."
+    )
+
+
 def image_files(root: str | os.PathLike) -> list[Path]:
-    """Every image file below ``root`` (recursively), sorted; or ``[root]`` when it is one file."""
+    """Every image file below ``root`` (recursively), sorted; or ``[root]`` when it is one file.
+    Other files are skipped and logged."""
     root = Path(root).expanduser()
     if root.is_file():
         return [root]
     if not root.is_dir():
         raise DatasetNotFoundError(f"Image path {root.resolve()} does not exist.")
+    _warn_skipped(root, _other_files(root), "images")
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _image_scale(arrays: dict[str, np.ndarray], path: Path) -> float:
+    """The one factor that turns every non-``uint8`` image array of a dataset into 0..255:
+    255 when all their values lie in [0, 1], else 1 (values already in 0..255).
+
+    Raises:
+        DataValidationError: a value is negative or above 255, or one array is in [0, 1] while
+            another goes above 1 (they need one scale); naming the count and the first row.
+    """
+    maxima = {}
+    for key, x in arrays.items():
+        if x.dtype == np.uint8 or x.dtype.kind not in "biuf" or x.ndim < 2 or x.size == 0:
+            continue  # nothing to scale, or not images (refused by their shape or type later)
+        rows = x.reshape(len(x), -1)
+        values = np.where(np.isfinite(rows), rows, 0)  # NaN/Inf rows are refused elsewhere
+        for test, what in ((values < 0, "negative values"), (values > 255, "values above 255")):
+            bad = np.flatnonzero(test.any(axis=1))
+            if len(bad):
+                first = int(bad[0])
+                raise DataValidationError(
+                    f"{path}:{key}: {len(bad)} of {len(x)} images hold {what} (the first is row "
+                    f"{first}, with values from {values[first].min():g} to "
+                    f"{values[first].max():g}); images must be floats in [0, 1] or numbers in "
+                    "0..255. Fix: rescale the array (e.g. (x - x.min()) / (x.max() - x.min())) "
+                    "before saving it."
+                )
+        maxima[key] = float(values.max())
+    scale = 255.0 if all(m <= 1.0 for m in maxima.values()) else 1.0
+    low = [k for k, m in maxima.items() if 0 < m <= 1.0]
+    if scale == 1.0 and low:
+        high = max(maxima, key=maxima.get)
+        raise DataValidationError(
+            f"{path}: {low[0]} lies in [0, 1] (max {maxima[low[0]]:g}) but {high} goes up to "
+            f"{maxima[high]:g}: the arrays need one scale, or one of them would be read as "
+            "nearly black. Fix: save every image array in [0, 1], or every one in 0..255."
+        )
+    return scale
+
+
 def _as_image_array(
-    x: np.ndarray, where: str, skipped: list | None = None, sources: list[str] | None = None
+    x: np.ndarray,
+    where: str,
+    skipped: list | None = None,
+    sources: list[str] | None = None,
+    scale: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images as ``uint8`` (N, H, W, C), and the indices of the rows kept: rows holding NaN or
-    Inf raise, or with a ``skipped`` list are left out and listed there."""
+    Inf raise, or with a ``skipped`` list are left out and listed there. ``scale`` multiplies
+    non-``uint8`` values (see :func:`_image_scale`; ``None`` decides it from ``x`` alone)."""
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
@@ -410,6 +485,11 @@ def _as_image_array(
         x = np.moveaxis(x, 1, -1)  # (N, C, H, W) -> (N, H, W, C)
     if x.shape[-1] not in (1, 3):
         raise DataValidationError(f"{where}: images need 1 or 3 channels, got shape {x.shape}.")
+    if x.dtype.kind not in "biuf":
+        raise DataValidationError(
+            f"{where}: images must hold numbers, got dtype {x.dtype}. Fix: save them as uint8 "
+            "(0..255) or floats in [0, 1]."
+        )
     kept = np.arange(len(x))
     if x.dtype != np.uint8:
         finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
@@ -430,7 +510,9 @@ def _as_image_array(
             ]
             kept = np.flatnonzero(finite)
             x = x[kept]
-        scale = 255.0 if x.max(initial=0) <= 1.0 else 1.0
+        if scale is None:
+            scale = _image_scale({"x": x}, Path(where))
+        # the range was checked: clip only trims rounding at the ends
         x = np.clip(x * scale, 0, 255).round().astype(np.uint8)
     return x, kept
 
@@ -456,6 +538,13 @@ def load_npz(
             "Fix: save with np.savez(path, x=features_or_images, y=labels_or_targets)."
         )
 
+    # one scale for x and x_test, so the test images are read as the training ones
+    scale = (
+        _image_scale({k: arrays[k] for k in ("x", "x_test") if k in arrays}, path)
+        if kind == "image"
+        else None
+    )
+
     def split(xk: str, yk: str) -> Split | None:
         if xk not in arrays:
             return None
@@ -464,7 +553,7 @@ def load_npz(
             raise DataValidationError(f"{path}: {xk} has {len(x)} rows but {yk} has {len(y)}.")
         sources = [f"{path.name}:{xk}[{i}]" for i in range(len(y))]
         if kind == "image":
-            x, kept = _as_image_array(x, f"{path}:{xk}", skipped, sources)
+            x, kept = _as_image_array(x, f"{path}:{xk}", skipped, sources, scale)
             y, sources = y[kept], [sources[i] for i in kept]
         else:
             x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)

@@ -164,7 +164,10 @@ class ImageClassificationDataModule(SplitDataModule):
             normalized alike. ``None`` predicts on the test split.
         cleaned_manifest: a ``manifest.csv`` written by ``lifecycle clean``: only its records
             of the training data are used (before the validation split), with its labels, and
-            its weights scale each record's training loss. The test split is left as it is.
+            its weights scale each record's training loss. The test split is left as it is:
+            without one of its own it is held out of the original data (seeded) before the
+            manifest applies, so a cleaned run is scored on the very records, with the very
+            labels, of its baseline; manifest rows naming test records are ignored.
     """
 
     def __init__(
@@ -250,33 +253,67 @@ class ImageClassificationDataModule(SplitDataModule):
         n_classes = len(data.class_names) if data.class_names else int(data.train.y.max()) + 1
         return data.class_names or [str(i) for i in range(n_classes)]
 
+    def _held_out_test(self, data: LoadedDataset) -> tuple[Split, Split]:
+        """``(train, test)``: the dataset's own test split, or one held out of the original
+        training records (seeded, stratified) before any cleaning, so a cleaned run and its
+        baseline are scored on the same records with the same labels."""
+        if data.test is not None:
+            return data.train, data.test
+        keep, held = split_indices(
+            len(data.train), self.test_fraction, self.seed, data.train.y, name="test"
+        )
+        return data.train.take(keep), data.train.take(held)
+
     def _apply_manifest(self, data: LoadedDataset) -> LoadedDataset:
-        from lifecycle.data.cleaning.manifest import apply_manifest, read_manifest
+        """The manifest's records, labels and weights for ``data.train``; ``data.test`` stays
+        as it is (a manifest's rows that name test records are ignored, with a warning)."""
+        from lifecycle.data.cleaning.manifest import apply_manifest, read_manifest, unaccounted
 
         train = data.train
         sources = train.names()
+        manifest = read_manifest(self.cleaned_manifest)
+        unseen = unaccounted(sources, manifest, self.cleaned_manifest)
+        if unseen:
+            log.warning(
+                f"{self.dataset}: {len(unseen)} training images are neither in the cleaned "
+                f"manifest nor in its removed.csv (first: {unseen[0]}), so they are left out: the "
+                "cleaning run did not see them (it cleaned a `subset`, or held out another test "
+                "split). Fix: clean with this run's `seed` and `test_fraction`."
+            )
+        test_sources = set(data.test.names()) if data.test is not None else set()
+        ignored = [s for s in manifest if s in test_sources]
+        if ignored:
+            log.warning(
+                f"{self.dataset}: the cleaned manifest lists {len(ignored)} test records (first: "
+                f"{ignored[0]}); the test split is kept as in the original data, so their rows "
+                "are ignored."
+            )
+            manifest = {s: row for s, row in manifest.items() if s not in test_sources}
         kept, labels, weights = apply_manifest(
-            sources, self._class_names(data), read_manifest(self.cleaned_manifest), self.dataset
+            sources, self._class_names(data), manifest, self.dataset
         )
         train = Split(train.x[kept], labels, [sources[i] for i in kept], weights)
         log.warning(
             f"{self.dataset}: the cleaned manifest keeps {len(kept)} of {len(sources)} training "
             f"images ({int((labels != data.train.y[kept]).sum())} relabeled, "
-            f"{int((weights != 1).sum())} re-weighted)."
+            f"{int((weights != 1).sum())} re-weighted); the test images are left as they are."
         )
         return LoadedDataset(data.name, train, data.test, data.class_names, data.feature_names)
 
     # ----------------------------------------------------------------- cleaning stage
     def cleaning_records(self):
-        """Every readable training image (before any split) and the test images, for
-        ``lifecycle clean``; unreadable files are listed, not raised."""
+        """Every readable training image (before the validation split) and the test images,
+        for ``lifecycle clean``; unreadable files are listed, not raised. Without a test split
+        of its own, the test images are held out of the original data first, exactly as
+        :meth:`setup` holds them out, so cleaning never changes them (they are only checked
+        for copies in the training images)."""
         from lifecycle.data.cleaning.records import CleaningRecords
 
         skipped: list = []
         data = self.load(skipped=skipped)
         class_names = self._class_names(data)
         check_labels(data.train, len(class_names), "train")
-        train, test = data.train, data.test
+        train, test = self._held_out_test(data)
         self.class_names, self.num_classes = class_names, len(class_names)
         return CleaningRecords(
             "image", train.x, train.y.astype(np.int64), train.names(), class_names,
@@ -344,24 +381,21 @@ class ImageClassificationDataModule(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        if self.cleaned_manifest is not None:
-            # files the cleaning run found unreadable are not in the manifest: skip them here too
-            data = self._apply_manifest(self.load(skipped=[]))
-        else:
-            data = self.load()
-        train = data.train
+        # files the cleaning run found unreadable are not in the manifest: skip them here too
+        data = self.load(skipped=[] if self.cleaned_manifest is not None else None)
         n_classes = len(self._class_names(data))
-        check_not_empty(train, "train")
-        check_labels(train, n_classes, "train")
+        check_not_empty(data.train, "train")
+        check_labels(data.train, n_classes, "train")
         if data.test is not None:
             check_not_empty(data.test, "test")
             check_labels(data.test, n_classes, "test")
-            test = data.test
-        else:
-            keep, held = split_indices(
-                len(train), self.test_fraction, self.seed, train.y, name="test"
-            )
-            train, test = train.take(keep), train.take(held)
+        # the test split comes from the original data, before a manifest changes anything
+        train, test = self._held_out_test(data)
+        data = LoadedDataset(data.name, train, test, data.class_names, data.feature_names)
+        if self.cleaned_manifest is not None:
+            data = self._apply_manifest(data)
+            train = data.train
+            check_not_empty(train, "train", "Fix: check that the manifest is for this dataset.")
         keep, held = split_indices(len(train), self.val_fraction, self.seed, train.y, name="val")
         train, val = train.take(keep), train.take(held)
         if self.train_subset is not None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from lifecycle.data.datasets import DataValidationError
+
+log = logging.getLogger(__name__)
 
 UNLABELED = -1
 """The label of a training record whose label is hidden (``unlabeled_rest``): a transfer-set
@@ -33,9 +37,28 @@ def split_indices(
         )
     if stratify is not None:
         counts = np.bincount(stratify.astype(np.int64))
-        present = counts[counts > 0]
-        if present.min() < 2 or held < len(present):
-            stratify = None  # too few samples per class to stratify; fall back to a seeded shuffle
+        classes = np.flatnonzero(counts)
+        rare = classes[counts[classes] < 2]
+        if len(rare) or held < len(classes) or n - held < len(classes):
+            if len(rare):
+                reason = (
+                    f"{len(rare)} of {len(classes)} classes have a single sample "
+                    f"(class indices {rare[:10].tolist()}{' ...' if len(rare) > 10 else ''})"
+                )
+            else:
+                side, size = ("held-out", held) if held < len(classes) else ("kept", n - held)
+                reason = (
+                    f"the {size} {side} samples cannot hold one of each of the {len(classes)} "
+                    "classes"
+                )
+            knob = "`train_subset`" if name == "subset" else f"`{name}_fraction`"
+            # a stratified split needs every class on both sides: fall back to a seeded shuffle
+            log.warning(
+                f"The {name} split of {n} samples is not stratified by class, only seeded: "
+                f"{reason}. Class shares may differ between the splits. Fix: add samples of "
+                f"the rare classes or change {knob}."
+            )
+            stratify = None
     kept, out = train_test_split(idx, test_size=held, random_state=seed, stratify=stratify)
     return np.sort(kept), np.sort(out)
 

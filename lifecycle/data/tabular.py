@@ -67,8 +67,9 @@ class TabularDataModule(SplitDataModule):
         missing: rows with missing feature values (empty CSV cells, NaN): ``"error"`` (stop,
             naming the count and the first row), ``"drop"`` the rows, or fill each gap with its
             column's ``"median"`` or most frequent value (``"mode"``) over the training rows.
-            Rows with a missing target are dropped unless ``"error"``. Every dropped or filled
-            row is listed in the run folder's ``data_issues.csv``.
+            Rows with a missing target are dropped unless ``"error"``, which stops at the first
+            such row. Every dropped or filled row is listed in the run folder's
+            ``data_issues.csv``.
         seed: seed of the splits.
 
     Raises:
@@ -163,6 +164,18 @@ class TabularDataModule(SplitDataModule):
         ]
         return split.take(np.flatnonzero(~empty))
 
+    def _refuse_missing_targets(self, split: Split) -> None:
+        """Under ``missing: error``, raise on an empty or NaN target (it would otherwise become
+        a class ``""`` or an unparseable number)."""
+        empty = np.flatnonzero([_is_missing(v) for v in split.y])
+        if len(empty):
+            raise DataValidationError(
+                f"{self.dataset}: {len(empty)} of {len(split)} rows have an empty or NaN target; "
+                f"the first is {split.source(int(empty[0]))}. Fix: fill in the target, or set "
+                "`missing: drop` to leave such rows out (each is listed in the run folder's "
+                "data_issues.csv)."
+            )
+
     def _fill_missing(self, data: LoadedDataset) -> LoadedDataset:
         """Apply ``missing`` to rows with NaN features: drop them, or fill from training columns."""
         names = data.feature_names or [f"x{i}" for i in range(data.train.x.shape[1])]
@@ -221,6 +234,9 @@ class TabularDataModule(SplitDataModule):
             if out is not None and self.issues:
                 write_issues(self.issues, out / "data_issues.csv")
         else:
+            for split in (data.train, data.test):
+                if split is not None:
+                    self._refuse_missing_targets(split)
             data = self._targets(data)
         for name, split in (("train", data.train), ("test", data.test)):
             if split is None:

@@ -401,10 +401,51 @@ class TextClassificationDataModule(TextDataModule):
         self.class_names: list[str] | None = None
         self.num_classes: int | None = None
 
-    def _apply_manifest(self, table: TextTable) -> TextTable:
-        from lifecycle.data.cleaning.manifest import apply_manifest, read_manifest
+    def _held_out_test(
+        self, table: TextTable, order: np.random.Generator
+    ) -> tuple[TextTable, TextTable]:
+        """``(rest, test)``: the test split held out of the original records of ``dataset``
+        (seeded, stratified, in a seeded random order) before any cleaning, and every record
+        whose text is not in it. Copies of a test text that de-duplication leaves out are
+        listed; the rest's duplicates are listed when the rest is de-duplicated."""
+        before = len(self.issues)
+        groups = self._dedupe(table)
+        found, self.issues = self.issues[before:], self.issues[:before]
+        labels = [table.labels[g[0]] for g in groups]
+        names = sorted(set(labels))
+        codes = np.array([names.index(label) for label in labels])
+        _, held = split_indices(len(groups), self.test_fraction, self.seed, codes, "test")
+        rows = sorted(r for i in held for r in groups[i])
+        keys = {text_key(table.texts[r]) for r in rows}
+        in_test = [text_key(t) in keys for t in table.texts]
+        test_sources = {s for s, inside in zip(table.sources, in_test, strict=True) if inside}
+        self.issues += [issue for issue in found if issue.source in test_sources]
+        rest = table.keep([i for i, inside in enumerate(in_test) if not inside])
+        return rest, table.keep(order.permutation(rows).tolist())
+
+    def _apply_manifest(self, table: TextTable, test: TextTable | None = None) -> TextTable:
+        """The manifest's records, labels and weights for ``table``; ``test`` stays as it is
+        (a manifest's rows that name test records are ignored, with a warning)."""
+        from lifecycle.data.cleaning.manifest import apply_manifest, read_manifest, unaccounted
 
         manifest = read_manifest(self.cleaned_manifest)
+        unseen = unaccounted(table.sources, manifest, self.cleaned_manifest)
+        if unseen:
+            log.warning(
+                f"{self.dataset}: {len(unseen)} training records are neither in the cleaned "
+                f"manifest nor in its removed.csv (first: {unseen[0]}), so they are left out: the "
+                "cleaning run did not see them (it cleaned a `subset`, or held out another test "
+                "split). Fix: clean with this run's `seed` and `test_fraction`."
+            )
+        test_sources = set(test.sources) if test is not None else set()
+        ignored = [s for s in manifest if s in test_sources]
+        if ignored:
+            log.warning(
+                f"{self.dataset}: the cleaned manifest lists {len(ignored)} test records (first: "
+                f"{ignored[0]}); the test split is kept as in the original data, so their rows "
+                "are ignored."
+            )
+            manifest = {s: row for s, row in manifest.items() if s not in test_sources}
         names = list(
             self.classes
             or table.class_names
@@ -418,21 +459,27 @@ class TextClassificationDataModule(TextDataModule):
         cleaned.class_names = names
         log.warning(
             f"{self.dataset}: the cleaned manifest keeps {len(kept)} of {len(table)} records "
-            f"({relabeled} relabeled, {int((weights != 1).sum())} re-weighted)."
+            f"({relabeled} relabeled, {int((weights != 1).sum())} re-weighted); the test "
+            "records are left as they are."
         )
         return cleaned
 
     # ----------------------------------------------------------------- cleaning stage
     def cleaning_records(self):
-        """Every readable labelled record of ``dataset`` (before de-duplication and splits)
-        and the ``test_dataset`` records, for ``lifecycle clean``; records that could not be
-        used (undecodable, empty) are listed with their reason."""
+        """Every readable labelled record of ``dataset`` (before de-duplication and the
+        validation split) and the test records, for ``lifecycle clean``; records that could not
+        be used (undecodable, empty) are listed with their reason. The test records are the
+        ``test_dataset``'s, or those :meth:`setup` holds out of the original ``dataset``: cleaning
+        never changes them (it only checks the training records for copies of them)."""
         from lifecycle.data.cleaning.records import CleaningRecords
 
         table = self._load(self.dataset)
         names = list(self.classes or table.class_names or sorted(set(table.labels)))
         index = {name: i for i, name in enumerate(names)}
-        test = self._load(self.test_dataset) if self.test_dataset is not None else None
+        if self.test_dataset is not None:
+            test = self._load(self.test_dataset)
+        else:
+            table, test = self._held_out_test(table, np.random.default_rng(self.seed))
         self.class_names, self.num_classes = names, len(names)
         return CleaningRecords(
             "text", list(table.texts), np.array([index[x] for x in table.labels], dtype=np.int64),
@@ -540,26 +587,29 @@ class TextClassificationDataModule(TextDataModule):
         if self.texts:
             return
         table = self._load(self.dataset)
+        # held-out splits in a seeded random order: files are often sorted by label, and
+        # single-class evaluation batches make per-batch metrics (and their warnings) odd
+        order = np.random.default_rng(self.seed)
+        if self.test_dataset is not None:
+            test = self._load(self.test_dataset)
+            if self.deduplicate:
+                test = test.keep([g[0] for g in self._dedupe(test)])
+        else:
+            # from the original records, before a manifest changes anything
+            table, test = self._held_out_test(table, order)
         if self.cleaned_manifest is not None:
-            table = self._apply_manifest(table)
+            table = self._apply_manifest(table, test)
         groups = self._dedupe(table)
         group_labels = [table.labels[g[0]] for g in groups]
         names = sorted(set(group_labels))
         codes = np.array([names.index(label) for label in group_labels])
         pool = np.arange(len(groups))
 
-        order = np.random.default_rng(self.seed)
-
         def rows(group_ids, shuffle: bool = False) -> list[int]:
             found = sorted(r for i in group_ids for r in groups[i])
-            # held-out splits in a seeded random order: files are often sorted by label, and
-            # single-class evaluation batches make per-batch metrics (and their warnings) odd
             return order.permutation(found).tolist() if shuffle else found
 
         if self.test_dataset is not None:
-            test = self._load(self.test_dataset)
-            if self.deduplicate:
-                test = test.keep([g[0] for g in self._dedupe(test)])
             test_keys = {text_key(t) for t in test.texts}
             clash = np.array([text_key(table.texts[g[0]]) in test_keys for g in groups], bool)
             self.issues += [
@@ -569,9 +619,6 @@ class TextClassificationDataModule(TextDataModule):
                 for r in rows(pool[clash])
             ]
             pool = pool[~clash]
-        else:
-            keep, held = split_indices(len(pool), self.test_fraction, self.seed, codes, "test")
-            test, pool = table.keep(rows(pool[held], shuffle=True)), pool[keep]
         keep, held = split_indices(len(pool), self.val_fraction, self.seed, codes[pool], "val")
         val, pool = table.keep(rows(pool[held], shuffle=True)), pool[keep]
         subset, rest = labeled_and_rest(codes[pool], self.train_subset, self.seed)
@@ -615,7 +662,12 @@ class TextClassificationDataModule(TextDataModule):
         if not unseen:
             return split
         if self.unseen_labels == "error":
-            listed = ", ".join(f"'{k}' ({v} records)" for k, v in unseen.most_common())
+            first = {}
+            for source, label in zip(split.sources, split.labels, strict=True):
+                first.setdefault(label, source)
+            listed = ", ".join(
+                f"'{k}' ({v} records, first {first[k]})" for k, v in unseen.most_common()
+            )
             raise DataValidationError(
                 f"The {name} split has labels the training split lacks: {listed}. A model "
                 "cannot learn them. Fix: add training examples of them, leave them out with "
@@ -635,7 +687,21 @@ class TextClassificationDataModule(TextDataModule):
         codes = None
         if labels is not None:
             index = {label: i for i, label in enumerate(self.class_names)}
-            codes = np.array([index.get(label, UNLABELED) for label in labels], dtype=np.int64)
+            # None: a label hidden on purpose (`unlabeled_rest`); any other label must be a class
+            unknown = [
+                j for j, label in enumerate(labels) if label is not None and label not in index
+            ]
+            if unknown:
+                j = unknown[0]
+                raise DataValidationError(
+                    f"{len(unknown)} {name} records have labels that are not among the classes "
+                    f"{self.class_names}; the first is '{labels[j]}' at "
+                    f"{self.texts[name].sources[j]}. Fix: set `classes` to the labels to keep "
+                    "(records with other labels are then left out and listed)."
+                )
+            codes = np.array(
+                [UNLABELED if label is None else index[label] for label in labels], dtype=np.int64
+            )
         augment = None
         if name == "train" and any(self.augment_probs):
             tok = self.tokenizer

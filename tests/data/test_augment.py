@@ -237,3 +237,14 @@ def test_multiple_views_are_independent_and_view_0_is_the_image():
     assert torch.equal(val["views"], next(iter(dm.val_dataloader()))["views"])
     with pytest.raises(ValueError, match="several views need `train_transforms`"):
         ImageClassificationDataModule("digits", views=2)
+
+
+def test_albumentations_warnings_reach_the_user_and_presets_raise_none():
+    import warnings
+
+    with pytest.warns(UserWarning, match="ShiftScaleRotate is a special case of Affine"):
+        build_pipeline(["ShiftScaleRotate"])  # was muted, with every other warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for preset in PRESETS:
+            build_pipeline(preset, seed=0)

@@ -107,6 +107,70 @@ def test_folds_need_two_classes_and_enough_records_per_class():
     check_folds(labels, 3, ["cat", "dog"])
 
 
+def test_clean_folds_train_with_the_strategy_preset_of_the_recipe(monkeypatch):
+    import lightning as L
+
+    from lifecycle.cli import CleanCLI, fold_trainer_kwargs, recipe_cli
+    from lifecycle.data.cleaning.kfold import out_of_fold_probabilities
+    from lifecycle.errors import ConfigError
+    from lifecycle.models import MLP
+    from lifecycle.stages import ClassificationModule
+    from lifecycle.training.strategies import DDPStrategy
+
+    recipe = ["--config", "recipes/fashion_mnist/clean.yaml", "--data.init_args.dataset", "digits",
+              "--trainer.accelerator", "cpu", "--trainer.devices", "1"]  # fmt: skip
+    cli = recipe_cli(CleanCLI, [*recipe, "--config", "recipes/strategies/ddp.yaml"])
+    kwargs = fold_trainer_kwargs(cli)
+    assert isinstance(kwargs["strategy"], DDPStrategy)
+    assert kwargs["strategy"] is not cli.trainer.strategy  # fresh, not bound to the CLI's Trainer
+    assert kwargs["max_epochs"] == 3 and kwargs["precision"] == "bf16-mixed"
+
+    # each fold's Trainer is built with (a copy of) that strategy; recorded, then run on one
+    # process so the test does not start a process group
+    built = []
+
+    class RecordingTrainer(L.Trainer):
+        def __init__(self, strategy="auto", **kw):
+            built.append(strategy)
+            super().__init__(**{**kw, "strategy": "auto", "devices": 1, "precision": "32-true"})
+
+    monkeypatch.setattr(L, "Trainer", RecordingTrainer)
+    dm = ImageClassificationDataModule("digits", batch_size=32, num_workers=0)
+    records = dm.cleaning_records()
+    records = records.take(
+        np.concatenate([np.flatnonzero(records.labels == c)[:9] for c in range(10)])
+    )
+    model = ClassificationModule(MLP(in_features=64, hidden=[16]), num_classes=10)
+    fold_kwargs = {**kwargs, "max_epochs": 1, "enable_progress_bar": False}
+    probs = out_of_fold_probabilities(model, dm, records, folds=2, trainer_kwargs=fold_kwargs)
+    assert [type(s) for s in built] == [DDPStrategy, DDPStrategy]
+    assert built[0] is not built[1] and kwargs["strategy"] not in built
+    assert probs.shape == (90, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+    spawned = recipe_cli(CleanCLI, [*recipe, "--trainer.strategy", "ddp_spawn"])
+    with pytest.raises(ConfigError, match="`trainer.strategy: ddp_spawn` cannot train the clean"):
+        fold_trainer_kwargs(spawned)  # its held-out predictions would stay in the spawned ranks
+
+
+@pytest.mark.slow
+def test_kfold_under_ddp_gives_every_rank_every_held_out_probability_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    script = REPO / "tests" / "evaluation" / "kfold_fit.py"
+    proc = subprocess.run([sys.executable, str(script), "--out", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0, rank1 = np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy")
+    # 89 records: each fold's 44 or 45 held out split 23/22 over the ranks, gathered on both
+    assert rank0.shape == (89, 10) and np.array_equal(rank0, rank1)
+    assert np.allclose(rank0.sum(1), 1, atol=1e-5)
+
+
 def test_exact_duplicates_of_images_and_of_texts_up_to_case_and_spacing():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (6, 8, 8, 1), dtype=np.uint8)
@@ -216,11 +280,16 @@ def test_cleaning_stage_end_to_end_on_an_image_folder(tmp_path, write_images):
     classes["a"] += classes["b"][60:]
     del classes["b"][60:]
     classes["b"].append(classes["b"][10].copy())  # an exact duplicate
-    root = write_images(classes)
-    (root / "a" / "broken.png").write_bytes(b"not a png")
+    # a test split of its own, so that every planted problem is in the records cleaning sees
+    # (a test split carved from the folder is held out of cleaning)
+    root = write_images(classes, tmp_path / "images" / "train").parent
+    write_images(blobs(8, np.random.default_rng(1)), root / "test")
+    (root / "train" / "a" / "broken.png").write_bytes(b"not a png")
     from PIL import Image
 
-    Image.fromarray(np.stack([classes["b"][20]] * 3, axis=-1)).save(root / "b" / "rgb.png")
+    Image.fromarray(np.stack([classes["b"][20]] * 3, axis=-1)).save(
+        root / "train" / "b" / "rgb.png"
+    )
     dm = ImageClassificationDataModule(str(root), batch_size=16, num_workers=0)
     model = ClassificationModule(
         SmallCNN(in_channels=1, channels=[8], convs_per_block=1, pool_size=2, hidden=16),
@@ -261,7 +330,8 @@ def test_cleaning_stage_end_to_end_on_an_image_folder(tmp_path, write_images):
         ).setup()  # without cleaning, the broken file stops it
     cleaned.setup()
     used = sum(len(s) for s in cleaned.splits.values())
-    assert used == len(manifest)
+    assert used == len(manifest) + 16  # and the folder's own 16 test images, never cleaned
+    assert all("/test/" in s for s in cleaned.splits["test"].sources)
     sources = [s for split in cleaned.splits.values() for s in split.sources]
     b_in_a = [s for s in sources if s.endswith(tuple(f"/a/{p}" for p in planted))]
     labels = {
@@ -291,10 +361,16 @@ def test_text_cleaning_drops_near_duplicates_and_flags_label_issues(tmp_path):
     path = tmp_path / "texts.csv"
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows([("text", "label"), *rows])
+    # a test file of its own, so that every planted problem is in the records cleaning sees
+    test_rows = [(f"{good[i % 6] if i % 2 else bad[i % 6]} test {i}", "pos" if i % 2 else "neg")
+                 for i in range(20)]  # fmt: skip
+    with open(tmp_path / "test.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *test_rows])
     from lifecycle.models import TextCNN
     from lifecycle.stages import ClassificationModule
 
-    dm = TextClassificationDataModule(str(path), vocab_size=300, max_length=24, batch_size=16)
+    dm = TextClassificationDataModule(str(path), vocab_size=300, max_length=24, batch_size=16,
+                                      test_dataset=str(tmp_path / "test.csv"))  # fmt: skip
     model = ClassificationModule(
         TextCNN(vocab_size=300, embedding_dim=16, num_filters=16, kernel_sizes=[2, 3]),
         num_classes=2,
@@ -312,10 +388,12 @@ def test_text_cleaning_drops_near_duplicates_and_flags_label_issues(tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Label issue" in report and "number 1" in report
     cleaned = TextClassificationDataModule(
-        str(path), cleaned_manifest=str(tmp_path / "out" / "manifest.csv"), vocab_size=300
-    )
+        str(path), cleaned_manifest=str(tmp_path / "out" / "manifest.csv"), vocab_size=300,
+        test_dataset=str(tmp_path / "test.csv"),
+    )  # fmt: skip
     cleaned.setup()
-    assert sum(len(t) for t in cleaned.texts.values()) == 160
+    assert len(cleaned.texts["train"]) + len(cleaned.texts["val"]) == 160
+    assert len(cleaned.texts["test"]) == 20
 
 
 def test_nan_images_in_an_npz_are_listed_and_skipped_by_cleaning_not_by_training(tmp_path):
@@ -323,7 +401,8 @@ def test_nan_images_in_an_npz_are_listed_and_skipped_by_cleaning_not_by_training
     x[3, 2, 2] = np.nan
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(12) % 2)
     records = ImageClassificationDataModule(str(tmp_path / "d.npz")).cleaning_records()
-    assert len(records) == 11 and "d.npz:x[3]" not in records.sources
+    # 2 of the 12 are held out as the test split, which cleaning never sees
+    assert len(records) + len(records.test_sources) == 11 and "d.npz:x[3]" not in records.sources
     assert [(i.source, i.reason) for i in records.issues] == [("d.npz:x[3]", "NaN or Inf pixels")]
     with pytest.raises(
         DataValidationError, match="1 images hold NaN or Inf values; the first is row 3"
@@ -338,7 +417,8 @@ def test_a_builtin_without_files_names_its_records_so_its_manifest_applies(tmp_p
     assert result.records.sources[:2] == ["digits[0]", "digits[1]"]
     dm = ImageClassificationDataModule("digits", cleaned_manifest=str(tmp_path / "manifest.csv"))
     dm.setup()
-    assert sum(len(s) for s in dm.splits.values()) == len(result.kept)
+    assert len(dm.splits["train"]) + len(dm.splits["val"]) == len(result.kept)
+    assert len(dm.splits["test"]) == len(result.records.test_sources)  # held out, never cleaned
 
 
 def test_duplicate_scores_are_similarities_with_one_for_exact_copies(fashion_with_copies):
@@ -372,7 +452,7 @@ def test_saved_probabilities_replace_kfold_training_and_are_checked(tmp_path):
     assert set(relabeled) == set(wrong.tolist())
     assert all(relabeled[i] == str((labels[i] + 1) % 10) for i in wrong)
     np.save(tmp_path / "short.npy", probs[:100])
-    with pytest.raises(ValueError, match="holds \\(100, 10\\) but this data has 1797 records"):
+    with pytest.raises(ValueError, match="holds \\(100, 10\\) but this data has 1438 records"):
         DataCleaner(near_duplicates=False, probabilities=str(tmp_path / "short.npy")).run(dm)
     probs[5] = np.nan  # a record the earlier run had dropped as a copy
     np.save(tmp_path / "nan.npy", probs)

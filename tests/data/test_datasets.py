@@ -150,3 +150,62 @@ def test_csv_reads_features_and_names_bad_cells(tmp_path):
         load_csv(path)
     with pytest.raises(DataValidationError, match="target column 'price' not found"):
         load_csv(path, target="price")
+
+
+def test_npz_float_images_get_one_scale_for_x_and_x_test(tmp_path):
+    path = tmp_path / "d.npz"
+    x = np.full((4, 3, 3), 0.5, np.float32)
+    np.savez(path, x=x, y=np.arange(4), x_test=x[:2], y_test=np.arange(2))
+    data = load_npz(path)
+    assert data.train.x.max() == data.test.x.max() == 128
+    np.savez(path, x=x * 200, y=np.arange(4), x_test=x[:2], y_test=np.arange(2))
+    with pytest.raises(DataValidationError, match=r"x_test lies in \[0, 1\].*x goes up to 100"):
+        load_npz(path)  # it was x_test scaled by 255 and x by 1
+
+
+@pytest.mark.parametrize(
+    ("value", "what"), [(-0.5, "negative values"), (300.0, "values above 255")]
+)
+def test_npz_image_values_out_of_range_are_refused_not_clipped(tmp_path, value, what):
+    x = np.full((6, 3, 3), 0.25, np.float32)
+    x[2, 1, 1] = x[4, 0, 0] = value
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(6))
+    with pytest.raises(
+        DataValidationError, match=rf"x: 2 of 6 images hold {what} \(the first is row 2.*Fix:"
+    ):
+        load_npz(tmp_path / "d.npz")
+
+
+def test_non_image_files_in_an_image_folder_are_listed(write_images, caplog):
+    import logging
+
+    root = write_images({"a": [np.zeros((4, 4), np.uint8)] * 2, "b": [np.zeros((4, 4), np.uint8)]})
+    (root / "a" / "notes.txt").write_text("not an image")
+    (root / "labels.csv").write_text("file,label\n")
+    with caplog.at_level(logging.WARNING, logger="lifecycle.data.datasets"):
+        data = load_image_folder(root)
+    assert len(data.train) == 3
+    assert "skipped 2 files that are not images in a class folder" in caplog.text
+    assert "a/notes.txt" in caplog.text and "labels.csv" in caplog.text
+    caplog.clear()
+    from lifecycle.data.datasets import image_files
+
+    with caplog.at_level(logging.WARNING, logger="lifecycle.data.datasets"):
+        assert len(image_files(root)) == 3  # a predict_path folder
+    assert "skipped 2 files that are not images (image types" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_empty_or_truncated_image_files_are_errors_naming_the_file(write_images, damage):
+    import io
+
+    from PIL import Image
+
+    image = np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)
+    root = write_images({"a": [image], "b": [image]})
+    png = io.BytesIO()
+    Image.fromarray(image).save(png, "PNG")
+    data = b"" if damage == "empty" else png.getvalue()[: len(png.getvalue()) // 2]
+    (root / "b" / "bad.png").write_bytes(data)
+    with pytest.raises(DataValidationError, match=r"Cannot decode image .*b/bad.png"):
+        load_image_folder(root)

@@ -97,7 +97,36 @@ def test_missing_values_follow_the_policy_and_are_listed(tmp_path, policy):
         expected = np.median(column_b) if policy == "median" else 0.0  # 0 is the most frequent
         assert rows["gappy.csv:line 4"][1] == pytest.approx(expected)
         assert issues[("gappy.csv:line 4", "missing feature value")].action == f"filled ({policy})"
-    with pytest.raises(DataValidationError, match="NaN or Inf features"):
+    with pytest.raises(DataValidationError, match="the first is gappy.csv:line 10"):
         TabularDataModule(str(_gappy_csv(tmp_path)), task="classification").setup()
     with pytest.raises(ValueError, match="`missing` must be"):
         TabularDataModule(missing="mean")
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_an_empty_target_is_an_error_naming_the_line_or_dropped_and_listed(tmp_path, task):
+    import csv
+
+    import lightning as L
+
+    path = tmp_path / "t.csv"
+    rows = ["a,y"] + [f"{i},{i % 2}" for i in range(30)]
+    rows[5] = "4,"  # line 6: no target
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(
+        DataValidationError,
+        match=r"1 of 30 rows have an empty or NaN target; the first is t.csv:line 6\. "
+        r"Fix: .*`missing: drop`",
+    ):  # it was the class "" (or, for regression, "not a number")
+        TabularDataModule(str(path), task=task).setup()
+    dm = TabularDataModule(str(path), task=task, missing="drop")
+    dm.trainer = L.Trainer(default_root_dir=tmp_path, logger=L.pytorch.loggers.CSVLogger(tmp_path))
+    dm.setup()
+    assert sum(len(s) for s in dm.splits.values()) == 29
+    if task == "classification":
+        assert dm.class_names == ["0", "1"]
+    with open(tmp_path / "lightning_logs" / "version_0" / "data_issues.csv") as f:
+        listed = list(csv.DictReader(f))
+    assert [(r["source"], r["reason"], r["action"]) for r in listed] == [
+        ("t.csv:line 6", "missing target", "dropped")
+    ]

@@ -129,7 +129,8 @@ def test_unseen_labels_in_test_file_error_or_drop(tmp_path):
         ],
     )
     with pytest.raises(
-        DataValidationError, match=r"labels the training split lacks: 'neutral' \(2 records\)"
+        DataValidationError,
+        match=r"labels the training split lacks: 'neutral' \(2 records, first test.csv:line 3\)",
     ):
         small(train, test_dataset=str(test))
     dm = small(train, test_dataset=str(test), unseen_labels="drop")
@@ -280,3 +281,12 @@ def test_unlabeled_rest_keeps_the_subset_labeled_and_hides_the_other_labels(tmp_
     assert dm.texts["test"].texts == plain.texts["test"].texts  # held-out splits unchanged
     with pytest.raises(ValueError, match="`train_subset` is not set"):
         TextClassificationDataModule(str(path), unlabeled_rest=True)
+
+
+def test_a_label_outside_the_classes_is_an_error_naming_it_and_its_line(tmp_path):
+    dm = small(write_csv(tmp_path / "t.csv", sentiment_rows(60)))
+    dm.class_names, dm._datasets = ["neg"], {}  # as if the dataset defined its classes alone
+    val = dm.texts["val"]
+    first = next(s for s, y in zip(val.sources, val.labels, strict=True) if y == "pos")
+    with pytest.raises(DataValidationError, match=f"the first is 'pos' at {first}"):
+        dm.split_dataset("val")  # it was label -1 without a word

@@ -3,6 +3,7 @@ import json
 from functools import partial
 
 import numpy as np
+import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
@@ -71,4 +72,12 @@ def test_regression_report_has_the_scatter(tmp_path):
         abs(report["metrics"]["rmse"] ** 2 - report["metrics"]["mse"])
         < 1e-2 * report["metrics"]["mse"]
     )
-    assert (run / "predicted_vs_true.png").stat().st_size > 10_000
+    # the plot shows every test record at (true value, prediction), and the file is that plot
+    scatter = model.report_figures()["predicted_vs_true"].axes[0].collections[0]
+    true, predicted = np.asarray(scatter.get_offsets()).T
+    assert np.sort(true) == pytest.approx(np.sort(dm.splits["test"].y), rel=1e-5)
+    assert np.mean((true - predicted) ** 2) == pytest.approx(report["metrics"]["mse"], rel=1e-4)
+    from PIL import Image
+
+    with Image.open(run / "predicted_vs_true.png") as image:
+        assert image.size == (660, 660) and len(set(image.convert("L").getdata())) > 20

@@ -3,6 +3,7 @@
 import json
 import math
 
+import albumentations as A
 import lightning as L
 import numpy as np
 import pytest
@@ -11,30 +12,34 @@ import torch.nn.functional as F
 
 from lifecycle.artifacts import MANIFEST, load_backbone
 from lifecycle.data import ImageClassificationDataModule
+from lifecycle.data.augment import build_pipeline
 from lifecycle.models import SmallCNN
 from lifecycle.stages import ClassificationModule, ContrastivePretrainingModule
 from lifecycle.stages.contrastive import nt_xent
 from tests.conftest import quiet_trainer
 
 
-def reference_nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCLR's loss written out pair by pair (2 views, rows i and i + n)."""
+def reference_nt_xent(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, float]:
+    """SimCLR's loss and top-1 twin accuracy written out pair by pair (2 views, rows i and i + n)."""
     n = len(z) // 2
     z = F.normalize(z, dim=1)
-    total = 0.0
+    total, hits = 0.0, 0
     for i in range(2 * n):
         j = (i + n) % (2 * n)
-        sims = torch.stack([z[i] @ z[k] / temperature for k in range(2 * n) if k != i])
+        others = [k for k in range(2 * n) if k != i]
+        sims = torch.stack([z[i] @ z[k] / temperature for k in others])
         positive = z[i] @ z[j] / temperature
         total += -(positive - torch.logsumexp(sims, 0))
-    return total / (2 * n)
+        hits += others[int(sims.argmax())] == j
+    return total / (2 * n), hits / (2 * n)
 
 
 def test_nt_xent_matches_the_loss_written_out_pair_by_pair():
     z = torch.randn(12, 5, generator=torch.Generator().manual_seed(0))
     loss, top1 = nt_xent(z, views=2, temperature=0.3)
-    assert loss.item() == pytest.approx(reference_nt_xent(z, 0.3).item(), rel=1e-5)
-    assert 0.0 <= top1.item() <= 1.0
+    reference_loss, reference_top1 = reference_nt_xent(z, 0.3)
+    assert loss.item() == pytest.approx(reference_loss.item(), rel=1e-5)
+    assert top1.item() == pytest.approx(reference_top1)
 
 
 def test_nt_xent_is_low_when_views_agree_and_high_when_they_do_not():
@@ -149,7 +154,10 @@ def test_simclr_learns_features_that_separate_classes_it_never_saw_and_saves_the
     assert manifest["backbone"]["class_path"] == "lifecycle.models.vision.SmallCNN"
     assert manifest["backbone"]["init_args"]["channels"] == [16, 32]
     assert manifest["mean"] == pytest.approx(data.mean)
-    assert json.loads((folder / "transforms.json").read_text())["train_transforms"] is not None
+    # the pretraining's own augmentation is recorded (SimCLR's crops, not the fine-tuning's)
+    recorded = json.loads((folder / "transforms.json").read_text())["train_transforms"]
+    simclr = json.loads(json.dumps(A.to_dict(build_pipeline("simclr"))))
+    assert recorded["transform"]["transforms"] == simclr["transform"]["transforms"]
     loaded = load_backbone(str(folder))
     assert set(loaded.state_dict()) == set(model.backbone.state_dict())  # no projection keys
     assert all(

@@ -126,3 +126,18 @@ def apply_manifest(
     labels = np.array([index[manifest[sources[i]].label] for i in kept], dtype=np.int64)
     weights = np.array([manifest[sources[i]].weight for i in kept], dtype=np.float32)
     return kept, labels, weights
+
+
+def unaccounted(
+    sources: list[str], manifest: dict[str, ManifestRow], path: str | Path
+) -> list[str]:
+    """The ``sources`` a manifest neither keeps nor, in the ``removed.csv`` beside it, lists as
+    removed: records the cleaning run never saw (it cleaned a ``subset``, or held out another
+    test split: other ``seed``/``test_fraction``). Empty when there is no ``removed.csv``.
+    """
+    removed_csv = Path(path).expanduser().parent / "removed.csv"
+    if not removed_csv.is_file():
+        return []
+    with open(removed_csv, newline="", encoding="utf-8") as f:
+        removed = {row["source"] for row in csv.DictReader(f) if row.get("source")}
+    return [s for s in sources if s not in manifest and s not in removed]
