@@ -41,6 +41,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lifecycle.errors import ConfigError, MissingFileError
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "lifecycle_pretrained.json"
@@ -75,21 +77,62 @@ def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def rebuild_spec(backbone: nn.Module, config: Any = None) -> dict:
-    """``{"class_path", "init_args"}`` that rebuild ``backbone``: ``config`` when given (a
-    recipe's backbone entry), else the arguments the backbone recorded at construction."""
+    """``{"class_path", "init_args"}`` that rebuild ``backbone`` on their own: ``config`` when
+    given (a recipe's backbone entry) and it names the class itself; for a backbone a loader
+    built (:func:`load_backbone`, :func:`load_weights`, whose entries name only the folder or
+    file they read), the class and arguments of the pretrained folder's manifest, else the
+    arguments the backbone recorded at construction."""
     if config is not None and not isinstance(config, nn.Module):
         config = _plain(config)
-        if isinstance(config, dict) and "class_path" in config:
+        if isinstance(config, dict) and "class_path" in config and not is_loader_spec(config):
             return {"class_path": config["class_path"], "init_args": config.get("init_args", {})}
+    info = getattr(backbone, "pretrained", None)
+    if isinstance(info, PretrainedInfo) and isinstance(info.manifest.get("backbone"), dict):
+        return json.loads(json.dumps(info.manifest["backbone"]))
     recorded = getattr(backbone, "init_args", None)
     if isinstance(recorded, dict):
         cls = type(backbone)
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": _plain(recorded)}
+    inner = (config.get("init_args") or {}).get("backbone") if isinstance(config, dict) else None
+    if isinstance(inner, dict) and "class_path" in inner:  # load_weights' own backbone entry
+        return rebuild_spec(backbone, inner)
     raise ValueError(
         f"Cannot tell how to rebuild {type(backbone).__name__}: it was built in Python and does "
         "not record its arguments. Fix: build it from a recipe (class_path/init_args), derive it "
         "from lifecycle.models.Backbone, or give save_backbone a `backbone_config` dict."
     )
+
+
+def is_loader_spec(config: Any) -> bool:
+    """Whether ``config`` is a ``{"class_path", ...}`` entry naming a function (a loader such
+    as :func:`load_backbone`) rather than a class."""
+    if not isinstance(config, dict) or not isinstance(config.get("class_path"), str):
+        return False
+    if config["class_path"] in LOADERS:
+        return True
+    try:
+        return not isinstance(resolve_import_path(config["class_path"]), type)
+    except ImportError:
+        return False
+
+
+def standalone_hparams(hparams: Any, key: str, backbone: nn.Module) -> None:
+    """Replace a loader's entry at ``hparams[key]`` by :func:`rebuild_spec` of the
+    ``backbone`` it built, so a checkpoint reloads without the folder or file it was loaded
+    from (its weights are in the checkpoint). A backbone that cannot tell how it was built
+    keeps the loader's entry, with a warning."""
+    spec = hparams.get(key) if hasattr(hparams, "get") else None
+    if not is_loader_spec(_plain(spec)):
+        return
+    try:
+        own = rebuild_spec(backbone)
+        params = list(backbone.parameters())
+        if params and not any(p.requires_grad for p in params):
+            # a linear probe resumed from the checkpoint must stay a linear probe
+            own = {"class_path": "lifecycle.artifacts.frozen", "init_args": {"backbone": own}}
+        hparams[key] = own
+    except ValueError as err:
+        log.warning(f"Checkpoints will need what {key} was loaded from to reload: {err}")
 
 
 def _plain(value: Any) -> Any:
@@ -181,14 +224,14 @@ def read_manifest(path: str | Path) -> tuple[Path, dict]:
     """The folder and manifest of a pretrained backbone, with errors that say what is wrong."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Pretrained backbone folder {folder.resolve()} does not exist. A pretraining run "
             "writes one to runs/<run>/version_N/pretrained."
         )
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         found = sorted(p.name for p in folder.iterdir())[:12]
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{folder} is not a pretrained backbone: it has no {MANIFEST} (a lifecycle "
             f"pretraining run's folder) and no config.json (a transformers model) (it holds "
             f"{found}). Point `path` at the `pretrained` folder a pretraining run wrote, or at "
@@ -196,31 +239,242 @@ def read_manifest(path: str | Path) -> tuple[Path, dict]:
         )
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != FORMAT or manifest.get("version", 0) > VERSION:
-        raise ValueError(
+        raise ConfigError(
             f"{manifest_path} is format {manifest.get('format')!r} version "
             f"{manifest.get('version')}; this lifecycle reads {FORMAT!r} up to version {VERSION}."
         )
     for key in ("backbone", "weights"):
         if key not in manifest:
-            raise ValueError(f"{manifest_path} has no {key!r} entry.")
+            raise ConfigError(f"{manifest_path} has no {key!r} entry.")
     return folder, manifest
 
 
-def instantiate(config: dict) -> Any:
-    """Build ``{"class_path", "init_args"}`` (nested entries too) by importing the class."""
-    if isinstance(config, list):
-        return [instantiate(c) for c in config]
-    if not isinstance(config, dict) or "class_path" not in config:
-        return config
-    module_name, _, name = config["class_path"].rpartition(".")
+# Functions a checkpoint's hyperparameters may name besides classes: each checks what it reads.
+LOADERS = frozenset(
+    {
+        "lifecycle.artifacts.load_backbone",
+        "lifecycle.artifacts.load_weights",
+        "lifecycle.artifacts.frozen",
+        "lifecycle.stages.distillation.load_teacher",
+    }
+)
+
+
+def resolve_import_path(class_path: str) -> Any:
+    """The object a dotted path names (``pkg.module.Class``, ``pkg.module.Outer.Inner``),
+    found by importing the longest importable module prefix; nothing is called.
+
+    Raises:
+        ImportError: no prefix imports, or the attribute is not there.
+    """
+    parts = str(class_path).split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[cut:]:
+                obj = getattr(obj, name)
+        except AttributeError as err:
+            raise ImportError(f"{'.'.join(parts[:cut])} has no {'.'.join(parts[cut:])!r}") from err
+        return obj
+    raise ImportError(f"no module of {class_path!r} can be imported")
+
+
+def _allowed_names(allowed: tuple[type, ...]) -> str:
+    return " or ".join(f"{c.__module__}.{c.__qualname__}" for c in allowed)
+
+
+def check_spec(
+    config: Any,
+    source: str,
+    allowed: tuple[type, ...] = (nn.Module,),
+    loaders: frozenset[str] = frozenset(),
+    field: str = "backbone",
+) -> None:
+    """Refuse a ``{"class_path", "init_args"}`` spec (nested entries too, in any dict or list)
+    that would build anything but a subclass of ``allowed`` (or call one of ``loaders``),
+    before anything is called: a file from elsewhere may name ``os.system`` or
+    ``subprocess.Popen`` as well as a network.
+
+    Args:
+        config: the spec (or any JSON-like value holding specs).
+        source: the file it came from (named in messages).
+        allowed: the base classes a ``class_path`` may name.
+        loaders: dotted names of functions that may be named too.
+        field: where ``config`` sits in the file (named in messages).
+
+    Raises:
+        UnsafeLoadError: a ``class_path`` names something else.
+        ImportError: a ``class_path`` cannot be imported.
+    """
+    from lifecycle.errors import UnsafeLoadError
+
+    if isinstance(config, list | tuple):
+        for i, item in enumerate(config):
+            check_spec(item, source, allowed, loaders, f"{field}[{i}]")
+        return
+    if not isinstance(config, dict):
+        return
+    for key, value in config.items():
+        if key not in ("class_path", "_class_path"):
+            check_spec(value, source, allowed, loaders, f"{field}.{key}")
+    key = "class_path" if "class_path" in config else "_class_path"  # Lightning's, top level
+    class_path = config.get(key)
+    if class_path is None:
+        return
+    if isinstance(class_path, str) and class_path in loaders:
+        return
     try:
-        cls = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as err:
+        obj = resolve_import_path(class_path) if isinstance(class_path, str) else class_path
+    except ImportError as err:
         raise ImportError(
-            f"Cannot import the pretrained backbone's class {config['class_path']!r} ({err}). "
+            f"{source}: {field}.{key} {class_path!r} cannot be imported ({err}). "
             "Fix: install the package that defines it."
         ) from err
-    kwargs = {k: instantiate(v) for k, v in (config.get("init_args") or {}).items()}
+    if not (isinstance(obj, type) and issubclass(obj, allowed)):
+        kind = f"a {type(obj).__name__}" if not isinstance(obj, type) else "a class of another kind"
+        raise UnsafeLoadError(
+            f"{source}: {field}.{key} is {class_path!r} ({kind}); loading builds only "
+            f"subclasses of {_allowed_names(allowed)}, so it was refused before anything ran. "
+            "Fix: if you wrote this file, name the network's class there; if it came from "
+            "elsewhere, do not load it."
+        )
+
+
+def check_checkpoint(path: str | Path, base: type | None = None) -> dict:
+    """Read a Lightning checkpoint (``weights_only=True``) and refuse it, before anything is
+    built, when its hyperparameters name anything but a ``base`` subclass (default
+    ``LightningModule``) as the module, and anything but networks, optimizers, schedulers
+    and :data:`LOADERS` inside it.
+
+    Returns:
+        The checkpoint.
+
+    Raises:
+        UnsafeLoadError: a class the checkpoint may not build, or an untrusted instantiator.
+        MissingFileError: no file at ``path``.
+    """
+    import lightning as L
+
+    from lifecycle.errors import MissingFileError, UnsafeLoadError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"Checkpoint {path.resolve()} does not exist.")
+    try:
+        # mmap: only the pickled structure is read now, not every tensor
+        with torch.serialization.safe_globals(checkpoint_globals(path)):
+            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except UnsafeLoadError:
+        raise
+    except Exception as err:  # pickle errors name no fix
+        raise UnsafeLoadError(
+            f"{path} cannot be read with weights_only=True ({type(err).__name__}: "
+            f"{str(err)[:200]}): it holds objects other than tensors and plain values, and "
+            "unpickling them could run code. Fix: load only checkpoints written by lifecycle."
+        ) from err
+    hparams = (checkpoint.get("hyper_parameters") or {}) if isinstance(checkpoint, dict) else {}
+    instantiator = hparams.get("_instantiator")
+    if instantiator is not None and instantiator != "lightning.pytorch.cli.instantiate_module":
+        raise UnsafeLoadError(
+            f"{path}: hyper_parameters._instantiator is {instantiator!r}, not Lightning's "
+            "lightning.pytorch.cli.instantiate_module; refused before anything ran."
+        )
+    if "_class_path" in hparams:
+        check_spec(
+            {"_class_path": hparams["_class_path"]},
+            str(path),
+            (base or L.LightningModule,),
+            field="hyper_parameters",
+        )
+    check_spec(hparams, str(path), checkpoint_classes(), LOADERS, field="hyper_parameters")
+    return checkpoint
+
+
+def checkpoint_globals(path: str | Path) -> list[type]:
+    """The classes a checkpoint pickles by reference beyond what ``weights_only=True`` reads
+    (a module built in Python records e.g. ``optimizer=torch.optim.AdamW`` as the class), found
+    without unpickling; to pass to ``torch.serialization.safe_globals``.
+
+    Raises:
+        UnsafeLoadError: one is not a network, optimizer or scheduler class (a function, a
+            ``functools.partial``, ...).
+    """
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+
+    from lifecycle.errors import UnsafeLoadError
+
+    found, refused = [], []
+    for name in sorted(set(get_unsafe_globals_in_checkpoint(str(path)))):
+        try:
+            obj = resolve_import_path(name)
+        except ImportError:
+            obj = None
+        if isinstance(obj, type) and issubclass(obj, checkpoint_classes()):
+            found.append(obj)
+        else:
+            refused.append(name)
+    if refused:
+        raise UnsafeLoadError(
+            f"{path} pickles {refused}, which are not subclasses of "
+            f"{_allowed_names(checkpoint_classes())}: unpickling them could run code, so the "
+            "file was refused before anything ran. Fix: build the module from a recipe or give "
+            "classes (not functools.partial or functions) as its arguments; load the file with "
+            "weights_only=False only if you wrote it yourself."
+        )
+    return found
+
+
+def checkpoint_classes() -> tuple[type, ...]:
+    """What a checkpoint's hyperparameters may build inside its module: networks, optimizers
+    and learning-rate schedulers."""
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+    return (nn.Module, Optimizer, LRScheduler, ReduceLROnPlateau)
+
+
+# torch.compile's wrapper (torch._dynamo's OptimizedModule) keeps the module as `_orig_mod`
+COMPILED_PREFIX = "_orig_mod."
+
+
+def strip_compiled_prefix(state: dict) -> int:
+    """Rename, in place, the keys a ``torch.compile`` wrapper gave a state dict
+    (``backbone._orig_mod.conv.weight`` -> ``backbone.conv.weight``).
+
+    Returns:
+        How many keys were renamed.
+    """
+    renamed = [k for k in state if COMPILED_PREFIX in k]
+    for key in renamed:
+        state[key.replace(COMPILED_PREFIX, "")] = state.pop(key)
+    if renamed:
+        log.info(f"Renamed {len(renamed)} keys saved under torch.compile's {COMPILED_PREFIX!r}.")
+    return len(renamed)
+
+
+def instantiate(config: dict, source: str = "the spec") -> Any:
+    """Build ``{"class_path", "init_args"}`` (nested entries too) by importing the class;
+    :func:`check_spec` first refuses, before anything is called, any ``class_path`` that is
+    not an ``nn.Module`` subclass.
+
+    Raises:
+        UnsafeLoadError: a ``class_path`` that is not an ``nn.Module`` subclass.
+        ImportError: one that cannot be imported.
+    """
+    check_spec(config, source)
+    return _build(config)
+
+
+def _build(config: Any) -> Any:
+    if isinstance(config, list):
+        return [_build(c) for c in config]
+    if not isinstance(config, dict) or "class_path" not in config:
+        return config
+    cls = resolve_import_path(config["class_path"])
+    kwargs = {k: _build(v) for k, v in (config.get("init_args") or {}).items()}
     return cls(**kwargs)
 
 
@@ -272,7 +526,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     ``weights_only=True`` (no code runs); a Lightning checkpoint's ``state_dict`` entry."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"Weights file {path.resolve()} does not exist.")
+        raise MissingFileError(f"Weights file {path.resolve()} does not exist.")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -375,10 +629,10 @@ def load_backbone(path: str, freeze: bool = False) -> nn.Module:
         backbone = PretrainedTransformer(str(path))
         return backbone.requires_grad_(False) if freeze else backbone
     folder, manifest = read_manifest(folder)
-    backbone = instantiate(manifest["backbone"])
+    backbone = instantiate(manifest["backbone"], f"{folder / MANIFEST}")
     weights = folder / manifest["weights"]
     if not weights.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{folder / MANIFEST} names weights {weights.name}, not in {folder}."
         )
     load_state(backbone, load_file(str(weights)), str(weights))
@@ -394,6 +648,16 @@ def load_backbone(path: str, freeze: bool = False) -> nn.Module:
         f"({made.get('objective', 'unknown objective')}, {made.get('epochs')} epochs)."
     )
     return backbone
+
+
+def frozen(backbone: nn.Module) -> nn.Module:
+    """``backbone`` with ``requires_grad=False`` on every parameter: how a checkpoint records a
+    backbone :func:`load_backbone` loaded with ``freeze=True``.
+
+    Args:
+        backbone: the network (a ``class_path``/``init_args`` entry from a recipe).
+    """
+    return backbone.requires_grad_(False)
 
 
 class SavesPretrained:

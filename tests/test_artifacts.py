@@ -105,3 +105,34 @@ def test_load_weights_never_unpickles_code(tmp_path):
     torch.save(collections.OrderedDict(w=torch.ones(1), f=print), tmp_path / "code.pt")
     with pytest.raises(ValueError, match=r"not a weights file torch can read safely"):
         load_weights(MLP(4, hidden=(3,)), str(tmp_path / "code.pt"))
+
+
+def test_a_loaders_entry_is_replaced_by_the_backbones_own_spec_frozen_when_loaded_frozen(tmp_path):
+    import shutil
+
+    from lifecycle.artifacts import standalone_hparams
+    from lifecycle.stages import ClassificationModule
+
+    save_backbone(tmp_path / "pre", MLP(4, hidden=(3,)))
+    loader = {"class_path": "lifecycle.artifacts.load_backbone", "init_args": {"freeze": True}}
+    loader["init_args"]["path"] = str(tmp_path / "pre")
+    hparams = {"backbone": loader, "num_classes": 2}
+    backbone = load_backbone(str(tmp_path / "pre"), freeze=True)
+    standalone_hparams(hparams, "backbone", backbone)
+    assert hparams["backbone"]["class_path"] == "lifecycle.artifacts.frozen"
+    own = hparams["backbone"]["init_args"]["backbone"]
+    assert own["class_path"] == "lifecycle.models.vision.MLP"
+    assert own["init_args"]["in_features"] == 4 and own["init_args"]["hidden"] == [3]
+
+    shutil.rmtree(tmp_path / "pre")
+    model = ClassificationModule(backbone, num_classes=2)
+    hparams |= {"_class_path": "lifecycle.stages.ClassificationModule",
+                "_instantiator": "lightning.pytorch.cli.instantiate_module"}  # fmt: skip
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": hparams,
+                  "pytorch-lightning_version": "2.6.0"}  # fmt: skip
+    torch.save(checkpoint, tmp_path / "probe.ckpt")
+    reloaded = ClassificationModule.load_from_checkpoint(tmp_path / "probe.ckpt")
+    assert type(reloaded.backbone) is MLP
+    assert not any(p.requires_grad for p in reloaded.backbone.parameters())
+    x = torch.randn(3, 4)
+    assert torch.equal(reloaded.eval()(x), model.eval()(x))

@@ -28,10 +28,14 @@ class EpochSampler(DistributedSampler):
 
     Under DDP or FSDP (a process group of ``W`` ranks) it shards itself: rank ``r`` takes
     positions ``r, r + W, r + 2W, ...`` of the same order, so one step of ``W`` ranks with batch
-    ``B`` sees exactly the samples one device with batch ``W x B`` would (training pads the
-    order with its first samples to a multiple of ``W``; evaluation does not pad, so every
-    record counts once). Being a ``DistributedSampler``, Lightning uses it as it is instead of
-    wrapping it in a second, differently seeded shuffle.
+    ``B`` sees exactly the samples one device with batch ``W x B`` would. Every rank gets
+    ``ceil(N / W)`` positions, so all ranks run the same number of steps (under FSDP or
+    DeepSpeed ZeRO-3 every forward is a collective: a rank with one batch more would wait
+    forever). Training pads the order with its first samples; evaluation (``shuffle=False``)
+    pads it with ``None``, which :class:`PaddedDataset` turns into records flagged
+    ``batch["padding"]`` that the stages leave out of losses, metrics and predictions, so every
+    record counts exactly once. Being a ``DistributedSampler``, Lightning uses it as it is
+    instead of wrapping it in a second, differently seeded shuffle.
     """
 
     def __init__(self, size: int, shuffle: bool, seed: int, with_epoch: bool = True):
@@ -53,11 +57,7 @@ class EpochSampler(DistributedSampler):
 
     def __len__(self) -> int:
         world = self.num_replicas
-        if world == 1:
-            return self.size
-        if self.shuffle:
-            return math.ceil(self.size / world)
-        return len(range(self.rank, self.size, world))
+        return self.size if world == 1 else math.ceil(self.size / world)
 
     def __iter__(self):
         epoch = self.epoch
@@ -68,10 +68,76 @@ class EpochSampler(DistributedSampler):
             order = list(range(self.size))
         world = self.num_replicas
         if world > 1:
-            if self.shuffle and self.size % world:
-                order += order[: world - self.size % world]
+            if self.size % world:
+                missing = world - self.size % world
+                order += order[:missing] if self.shuffle else [None] * missing
             order = order[self.rank :: world]
-        return ((epoch, i) for i in order) if self.with_epoch else iter(order)
+        if self.with_epoch:
+            return (i if i is None else (epoch, i) for i in order)
+        return iter(order)
+
+
+class PaddedDataset(Dataset):
+    """An evaluation dataset as a sharded :class:`EpochSampler` reads it: a ``None`` position
+    (the padding that gives every rank the same number of batches) becomes a stand-in record
+    (another record of the batch, or the first one) so shapes stay valid, and a batch holding
+    padding gets ``batch["padding"]``, a ``bool`` (B,) tensor that is ``True`` on the stand-ins.
+    Stages drop those rows from losses, metrics and predictions (:func:`real_records`).
+    Batches without padding are the wrapped dataset's own, unchanged. Other attributes are the
+    wrapped dataset's.
+
+    Args:
+        dataset: the evaluation dataset; its samples (or ``__getitems__`` batches) are dicts.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str):
+        if name == "dataset":  # not set yet (unpickling in a worker)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, i):
+        return self.dataset[i]
+
+    def _fetch(self, indices: list):
+        """What the wrapped dataset gives for ``indices``, before the loader's ``collate_fn``."""
+        if hasattr(self.dataset, "__getitems__"):
+            return self.dataset.__getitems__(indices)
+        return [self.dataset[i] for i in indices]
+
+    def __getitems__(self, indices: list):
+        padding = [i is None for i in indices]
+        if not any(padding):
+            return self._fetch(indices)
+        real = [i for i in indices if i is not None]
+        first = (0, 0) if getattr(self.dataset, "epoch_indexed", False) else 0
+        stand_in = real[0] if real else first
+        batch = collate_batch(self._fetch([stand_in if i is None else i for i in indices]))
+        if not isinstance(batch, dict):
+            raise TypeError(
+                f"{type(self.dataset).__name__} gives {type(batch).__name__} batches, but a "
+                "sharded evaluation loader marks its padding records in a dict batch "
+                "(`batch['padding']`). Fix: return dict samples, as the lifecycle datasets do."
+            )
+        batch["padding"] = torch.tensor(padding)
+        return batch
+
+
+def real_records(batch: dict, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` (one row per record of ``batch``: outputs, targets) without the rows of the
+    padding that a sharded evaluation loader adds so every rank runs the same number of steps
+    (``batch["padding"]``, see :class:`PaddedDataset`); unchanged for a batch without padding.
+    Any stage's evaluation computes its losses, metrics and predictions on these rows."""
+    padding = batch.get("padding")
+    if padding is None:
+        return tensors
+    keep = ~padding.to(device=tensors[0].device, dtype=torch.bool)
+    return tuple(t[keep] for t in tensors)
 
 
 class ResumableDataLoader(DataLoader):
@@ -118,10 +184,11 @@ def make_loader(
     2 cores) and an :class:`EpochSampler` (yielding ``(epoch, index)`` to datasets that seed
     samples, ``epoch_indexed``). The loader's own generator also draws the workers' base seed, so
     iterating never consumes the global torch RNG (dropout draws from it: a resumed run must find
-    it where the uninterrupted run left it)."""
+    it where the uninterrupted run left it). Evaluation loaders (``shuffle=False``) read through
+    a :class:`PaddedDataset`, which flags the padding of a sharded evaluation."""
     sampler = EpochSampler(len(dataset), shuffle, seed, getattr(dataset, "epoch_indexed", False))
     return ResumableDataLoader(
-        dataset,
+        dataset if shuffle else PaddedDataset(dataset),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=collate_batch,

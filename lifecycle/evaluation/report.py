@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+
+log = logging.getLogger(__name__)
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -66,13 +69,18 @@ class EvaluationReport(Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """After ``predict``: ``predictions.csv`` in the run folder, one row per sample.
+    """After ``predict``: ``predictions.csv`` in the run folder, one row per record, in the order
+    of the predicted dataset.
 
-    Columns: ``index``, ``source`` (the file or row each sample came from, when the DataModule
-    lists them in ``predict_sources``), ``prediction``, the true ``label``/``target`` when the
-    data has one, and
-    ``prob_<class>`` per class for classifiers. Under a multi-process strategy each process
-    writes its own share to ``predictions-rank<N>.csv``.
+    Columns: ``index`` (the record's position in the predicted dataset), ``source`` (the file or
+    row it came from, when the DataModule lists them in ``predict_sources``), ``prediction``,
+    the true ``label``/``target`` when the data has one, and ``prob_<class>`` per class for
+    classifiers. Under a multi-process strategy (DDP, FSDP, DeepSpeed) rank 0 gathers every
+    rank's share and writes the one file: each record once, the padding that evens out the
+    ranks' shards left out (:class:`~lifecycle.data.loading.PaddedDataset`).
+
+    Args:
+        filename: name of the CSV file in the run folder.
     """
 
     def __init__(self, filename: str = "predictions.csv"):
@@ -82,44 +90,151 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         out = run_dir(trainer)  # a broadcast under DDP: every rank asks, even one with nothing
-        if not predictions:
+        table = gathered_predictions(trainer, predictions, batch_indices)
+        self.path = out / self.filename
+        if not trainer.is_global_zero or not table["columns"]:
             return
-        batches = predictions[0] if isinstance(predictions[0], list) else predictions
-        columns = {key: torch.cat([b[key].detach().cpu() for b in batches]) for key in batches[0]}
+        index, columns = table["index"], table["columns"]
+        if any(i is None for i in index):
+            if trainer.world_size > 1:
+                raise RuntimeError(
+                    "PredictionWriter could not tell which record each prediction of a "
+                    "multi-process run belongs to (Lightning gave no batch indices): predict "
+                    "through DataLoaders, as the lifecycle DataModules give them."
+                )
+            index = list(range(len(index)))
+        order = sorted(range(len(index)), key=index.__getitem__)
+        seen, unique = set(), []
+        for row in order:
+            if index[row] not in seen:
+                seen.add(index[row])
+                unique.append(row)
+        if len(unique) < len(order):
+            # a sampler that repeats records to even out ranks (torch's DistributedSampler)
+            log.warning(
+                "predictions.csv: %d repeated predictions of the same records left out (each "
+                "record is written once).",
+                len(order) - len(unique),
+            )
         probs = columns.pop("probabilities", None)
         names = None
         if probs is not None:
             names = getattr(pl_module, "class_names", lambda: None)() or [
                 str(i) for i in range(probs.shape[1])
             ]
+        sources = getattr(trainer.datamodule, "predict_sources", None)
+        size = _predict_size(trainer)
+        sources = sources if sources is not None and len(sources) == size else None
         out.mkdir(parents=True, exist_ok=True)
-        name = (
-            self.filename
-            if trainer.world_size == 1
-            else self.filename.replace(".csv", f"-rank{trainer.global_rank}.csv")
-        )
-        self.path = out / name
         with open(self.path, "w", newline="") as f:
             writer = csv.writer(f)
-            rows = len(next(iter(columns.values())))
-            sources = (
-                getattr(trainer.datamodule, "predict_sources", None)
-                if trainer.world_size == 1
-                else None
-            )
-            sources = sources if sources is not None and len(sources) == rows else None
             header = ["index"] + (["source"] if sources else []) + list(columns)
             header += [f"prob_{n}" for n in names] if probs is not None else []
             writer.writerow(header)
-            for i in range(rows):
-                row = (
+            for row in unique:
+                i = index[row]
+                line = (
                     [i]
                     + ([sources[i]] if sources else [])
-                    + [_cell(columns[k][i]) for k in columns]
+                    + [_cell(columns[k][row]) for k in columns]
                 )
                 if probs is not None:
-                    row += [f"{p:.6f}" for p in probs[i].tolist()]
-                writer.writerow(row)
+                    line += [f"{p:.6f}" for p in probs[row].tolist()]
+                writer.writerow(line)
+
+
+def _position(index) -> int | None:
+    """A record's position from a sampler's index: an ``(epoch, i)`` pair or ``i``; ``None``
+    is padding."""
+    if index is None:
+        return None
+    return int(index[1] if isinstance(index, tuple | list) else index)
+
+
+def _local_table(predictions, batch_indices) -> dict:
+    """This rank's predictions as ``{"index": [position or None], "columns": {key: tensor}}``
+    without padding rows: a module's ``predict_step`` may return a row per record of the batch
+    (padding included, dropped here by its ``None`` index) or per real record only."""
+    if not predictions:
+        return {"index": [], "columns": {}}
+    nested = isinstance(predictions[0], list)
+    batches = predictions[0] if nested else predictions
+    indices = batch_indices[0] if batch_indices and isinstance(batch_indices[0], list) else []
+    if indices and not isinstance(indices[0], list):  # one dataloader, already flattened
+        indices = batch_indices
+    index, keep_rows = [], []
+    for b, batch in enumerate(batches):
+        rows = len(next(iter(batch.values())))
+        if b >= len(indices):  # no batch indices from Lightning: single-process order
+            index += [None] * rows
+            keep_rows.append(torch.ones(rows, dtype=torch.bool))
+            continue
+        positions = [_position(i) for i in indices[b]]
+        real = [p for p in positions if p is not None]
+        if rows == len(positions):
+            keep_rows.append(torch.tensor([p is not None for p in positions], dtype=torch.bool))
+        elif rows == len(real):
+            keep_rows.append(torch.ones(rows, dtype=torch.bool))
+        else:
+            raise RuntimeError(
+                f"predict batch {b} gave {rows} predictions for {len(positions)} records "
+                f"({len(positions) - len(real)} of them padding): predict_step must return one "
+                "row per record of the batch, or per real record."
+            )
+        index += real
+    keep = torch.cat(keep_rows)
+    columns = {key: torch.cat([b[key].detach().cpu() for b in batches])[keep] for key in batches[0]}
+    return {"index": index, "columns": columns}
+
+
+def gathered_predictions(
+    trainer: L.Trainer, predictions, batch_indices, all_ranks: bool = False
+) -> dict:
+    """The predictions of every rank of a ``predict`` run, without the padding that evens out
+    the ranks' shards, as ``{"index": [position], "columns": {key: tensor}}``: ``index[j]`` is
+    the position in the predicted dataset of the record of row ``j`` (``None`` where Lightning
+    gave no batch indices: a single process's order then). Every rank must call it (a
+    collective); rank 0 gets the whole table, the other ranks their own share, or the whole
+    table too with ``all_ranks``.
+
+    Args:
+        trainer: the Trainer that ran ``predict``.
+        predictions: what a ``BasePredictionWriter`` gets in ``write_on_epoch_end`` (the
+            ``predict_step`` dicts, per batch); the first dataloader's are used.
+        batch_indices: the matching batch indices (``write_on_epoch_end``'s).
+        all_ranks: give every rank the whole table.
+    """
+    import torch.distributed as dist
+
+    table = _local_table(predictions, batch_indices)
+    if trainer.world_size < 2 or not (dist.is_available() and dist.is_initialized()):
+        return table
+    if all_ranks:
+        tables = [None] * dist.get_world_size()
+        dist.all_gather_object(tables, table)
+    else:
+        tables = [None] * dist.get_world_size() if trainer.is_global_zero else None
+        dist.gather_object(table, tables, dst=0)
+        if not trainer.is_global_zero:
+            return table
+    tables = [t for t in tables if t["columns"]]
+    if not tables:
+        return {"index": [], "columns": {}}
+    return {
+        "index": [i for t in tables for i in t["index"]],
+        "columns": {k: torch.cat([t["columns"][k] for t in tables]) for k in tables[0]["columns"]},
+    }
+
+
+def _predict_size(trainer: L.Trainer) -> int | None:
+    """Records in the (first) predict dataset, or ``None`` when it has no length."""
+    loaders = trainer.predict_dataloaders
+    loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+    dataset = getattr(loader, "dataset", None)
+    try:
+        return len(dataset)
+    except TypeError:
+        return None
 
 
 def _cell(value: torch.Tensor):

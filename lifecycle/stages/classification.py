@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     AUROC,
     ROC,
@@ -18,6 +18,7 @@ from torchmetrics.classification import (
     Recall,
 )
 
+from lifecycle.errors import ConfigError
 from lifecycle.models.heads import LinearHead, feature_size
 from lifecycle.stages.supervised import SupervisedModule
 from lifecycle.training.optim import OptimizerFactory, SchedulerFactory
@@ -103,17 +104,20 @@ class ClassificationModule(SupervisedModule):
         channels_last: bool = False,
     ):
         if num_classes < 2:
-            raise ValueError(f"`num_classes` must be >= 2, got {num_classes}.")
+            raise ConfigError(
+                f"`num_classes` must be >= 2, got {num_classes}. Fix: set "
+                "`model.init_args.num_classes` to the number of classes in the data."
+            )
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}.")
+            raise ConfigError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}.")
         if mix not in (None, "mixup", "cutmix"):
-            raise ValueError(f"`mix` must be 'mixup', 'cutmix' or null, got {mix!r}.")
+            raise ConfigError(f"`mix` must be 'mixup', 'cutmix' or null, got {mix!r}.")
         if mix is not None and (mix_alpha <= 0 or not 0 < mix_prob <= 1):
-            raise ValueError(
+            raise ConfigError(
                 f"`mix_alpha` must be > 0 and `mix_prob` in (0, 1], got {mix_alpha}, {mix_prob}."
             )
         if class_weights is not None and len(class_weights) != num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"`class_weights` has {len(class_weights)} entries for {num_classes} classes."
             )
         head = (
@@ -147,6 +151,7 @@ class ClassificationModule(SupervisedModule):
         )
         self.train_accuracy = Accuracy(**task)
         self.val_metrics = classification_metrics(num_classes).clone(prefix="val/")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.test_metrics = classification_metrics(num_classes).clone(prefix="test/")
         self.test_confusion = ConfusionMatrix(**task)
         self.test_roc = ROC(**task)
@@ -168,7 +173,7 @@ class ClassificationModule(SupervisedModule):
         super().setup(stage)
         unlabeled = self.datamodule_attr("unlabeled_count")
         if stage == "fit" and unlabeled and not self.accepts_unlabeled:
-            raise ValueError(
+            raise ConfigError(
                 f"The training data holds {unlabeled} records without labels (`unlabeled_rest: "
                 f"true`), which {type(self).__name__} cannot learn from. Fix: set "
                 "`data.init_args.unlabeled_rest: false`, or distil a teacher into this model "
@@ -176,7 +181,7 @@ class ClassificationModule(SupervisedModule):
             )
         data_classes = self.datamodule_attr("num_classes")
         if data_classes is not None and data_classes != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"The data has {data_classes} classes but the model's `num_classes` is {self.num_classes}. "
                 f"Fix: set `model.init_args.num_classes: {data_classes}`."
             )
@@ -222,7 +227,7 @@ class ClassificationModule(SupervisedModule):
         """``(mixed x, lam, perm)``: ``x`` mixed with ``x[perm]`` by MixUp or CutMix, ``lam``
         the share of the first input (for CutMix, of the area)."""
         if not x.is_floating_point() or (self.mix == "cutmix" and x.ndim != 4):
-            raise ValueError(
+            raise ConfigError(
                 f"`mix: {self.mix}` needs float {'images (B, C, H, W)' if self.mix == 'cutmix' else 'inputs'}"
                 f", but the batch's '{self.input_keys[0]}' is {tuple(x.shape)} {x.dtype}. "
                 "Fix: set `mix: null` (token ids cannot be mixed)."
@@ -259,27 +264,40 @@ class ClassificationModule(SupervisedModule):
         # logged once per epoch, not per step: each self.log call costs about 1 ms of Python
         self.log("train/accuracy", self.train_accuracy)
 
+    def _eval_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loss, logits, target)`` of the batch's real records (padding left out, see
+        :meth:`real_records`); the loss is 0 for a batch of padding alone."""
+        logits = self.forward_batch(batch)
+        logits, target = self.real_records(batch, logits, batch[self.target_key])
+        weight = batch.get("weight")
+        if weight is not None:
+            (weight,) = self.real_records(batch, weight)
+        loss = self._loss(logits, target, weight) if len(target) else logits.new_zeros(())
+        return loss, logits, target
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, logits, target = self._shared_step(batch)
-        self.val_metrics.update(self._scores(logits), target)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        loss, logits, target = self._eval_step(batch)
+        if len(target):  # torchmetrics refuse empty updates
+            self.val_metrics.update(self._scores(logits), target)
+        self.log_eval_loss("val/loss", self.val_loss, loss, len(target), prog_bar=True)
         self.log_dict(self.val_metrics)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        loss, logits, target = self._shared_step(batch)
-        scores = self._scores(logits)
-        self.test_metrics.update(scores, target)
-        self.test_confusion.update(scores, target)
-        self.test_roc.update(scores, target)
-        self.test_per_class.update(logits.float().softmax(-1), target)
-        self.log("test/loss", loss, sync_dist=True)
+        loss, logits, target = self._eval_step(batch)
+        if len(target):
+            scores = self._scores(logits)
+            self.test_metrics.update(scores, target)
+            self.test_confusion.update(scores, target)
+            self.test_roc.update(scores, target)
+            self.test_per_class.update(logits.float().softmax(-1), target)
+        self.log_eval_loss("test/loss", self.test_loss, loss, len(target))
         self.log_dict(self.test_metrics)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
-        probs = self.forward_batch(batch).float().softmax(dim=-1)
+        (probs,) = self.real_records(batch, self.forward_batch(batch).float().softmax(dim=-1))
         out = {"prediction": probs.argmax(dim=-1), "probabilities": probs}
         if self.target_key in batch:
-            out["label"] = batch[self.target_key]
+            (out["label"],) = self.real_records(batch, batch[self.target_key])
         return out
 
     def on_test_epoch_start(self) -> None:

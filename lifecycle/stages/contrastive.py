@@ -133,10 +133,16 @@ class ContrastivePretrainingModule(SavesPretrained, ShardedClipping, L.Lightning
         if temperature <= 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else [])
+        from lifecycle.artifacts import standalone_hparams
+
+        standalone_hparams(self.hparams, "backbone", backbone)
         features = feature_size(backbone)
         if channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
-        self.backbone = torch.compile(backbone) if compile else backbone
+        if compile:
+            # in place: the state_dict keeps its keys, so checkpoints load with or without it
+            backbone.compile()
+        self.backbone = backbone
         self.projection = ProjectionHead(
             features, projection_hidden or features, projection_dim, projection_layers
         )
@@ -213,6 +219,13 @@ class ContrastivePretrainingModule(SavesPretrained, ShardedClipping, L.Lightning
             self.backbone.to(memory_format=torch.contiguous_format)
         shard_module([self.backbone, self.projection], mesh, owner=self)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints written while the backbone was wrapped by ``torch.compile`` (before it
+        was compiled in place) have its keys under ``backbone._orig_mod.``: they load too."""
+        from lifecycle.artifacts import strip_compiled_prefix
+
+        strip_compiled_prefix(checkpoint.get("state_dict", {}))
+
     def configure_optimizers(self):
         return configure_stage_optimizers(self)
 
@@ -223,7 +236,7 @@ class ContrastivePretrainingModule(SavesPretrained, ShardedClipping, L.Lightning
         FSDP every process must call it (the shards are gathered); rank 0 writes."""
         from lifecycle.artifacts import full_state_dict, save_backbone
 
-        backbone = getattr(self.backbone, "_orig_mod", self.backbone)  # under torch.compile
+        backbone = self.backbone
         state = full_state_dict(backbone)
         if self._trainer is None or self.trainer.is_global_zero:
             datamodule = trainer_datamodule(self)

@@ -75,6 +75,9 @@ def load_teacher(path: str) -> nn.Module:
     Raises:
         FileNotFoundError: nothing at ``path``.
         ValueError: a checkpoint whose module cannot be rebuilt from it.
+        UnsafeLoadError: a checkpoint whose hyperparameters name a module that is not a
+            ``LightningModule``, or classes inside it that are not networks, optimizers or
+            schedulers (refused before anything is built).
     """
     target = Path(path)
     if target.is_dir() or not target.suffix:
@@ -93,7 +96,10 @@ def load_teacher(path: str) -> nn.Module:
 def _load_checkpoint_teacher(path: Path) -> nn.Module:
     import lightning as L
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    from lifecycle.artifacts import check_checkpoint, checkpoint_globals
+
+    # refuses, before anything is built, a checkpoint naming anything but networks
+    checkpoint = check_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters", {})
     if "_instantiator" not in hparams:
         raise ValueError(
@@ -102,7 +108,8 @@ def _load_checkpoint_teacher(path: Path) -> nn.Module:
             "`load_state_dict`) and pass the module as `teacher`, or train the teacher from a "
             "recipe (`lifecycle fit --config ...`)."
         )
-    module = L.LightningModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    with torch.serialization.safe_globals(checkpoint_globals(path)):
+        module = L.LightningModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     if not isinstance(module, ClassificationModule):
         raise ValueError(
             f"{path} holds a {type(module).__name__}, not a classifier: a teacher must output "
@@ -622,6 +629,7 @@ class DistillationModule(ClassificationModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Feature adapters are built when training starts (sized on a batch); loading a
         checkpoint to evaluate or deploy the student leaves them out."""
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith("adapters.")]:
             if key.split(".")[1] not in self.adapters:

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection, R2Score
 from torchmetrics.aggregation import CatMetric
 
 from lifecycle.models.heads import LinearHead, feature_size
@@ -84,6 +84,7 @@ class RegressionModule(SupervisedModule):
         self.register_buffer("target_mean", torch.zeros(()))
         self.register_buffer("target_std", torch.ones(()))
         self.val_metrics = regression_metrics().clone(prefix="val/")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.test_metrics = regression_metrics().clone(prefix="test/")
         self.test_predictions = CatMetric()
         self.test_targets = CatMetric()
@@ -114,24 +115,40 @@ class RegressionModule(SupervisedModule):
         self.log("train/loss", loss, prog_bar=True)
         return self.regularized(loss)
 
+    def _eval_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loss, pred, target)`` of the batch's real records (padding left out, see
+        :meth:`real_records`); the loss is 0 for a batch of padding alone."""
+        pred = self.forward_batch(batch)
+        pred, target = self.real_records(batch, pred, batch[self.target_key].to(pred.dtype))
+        if not len(target):
+            return pred.new_zeros(()), pred, target
+        loss = F.mse_loss(
+            (pred - self.target_mean) / self.target_std,
+            (target - self.target_mean) / self.target_std,
+        )
+        return loss, pred, target
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, pred, target = self._shared_step(batch)
-        self.val_metrics.update(pred, target)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        loss, pred, target = self._eval_step(batch)
+        if len(target):  # torchmetrics refuse empty updates
+            self.val_metrics.update(pred, target)
+        self.log_eval_loss("val/loss", self.val_loss, loss, len(target), prog_bar=True)
         self.log_dict(self.val_metrics)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        loss, pred, target = self._shared_step(batch)
-        self.test_metrics.update(pred, target)
-        self.test_predictions.update(pred)
-        self.test_targets.update(target)
-        self.log("test/loss", loss, sync_dist=True)
+        loss, pred, target = self._eval_step(batch)
+        if len(target):
+            self.test_metrics.update(pred, target)
+            self.test_predictions.update(pred)
+            self.test_targets.update(target)
+        self.log_eval_loss("test/loss", self.test_loss, loss, len(target))
         self.log_dict(self.test_metrics)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
-        out = {"prediction": self.forward_batch(batch)}
+        (pred,) = self.real_records(batch, self.forward_batch(batch))
+        out = {"prediction": pred}
         if self.target_key in batch:
-            out["target"] = batch[self.target_key]
+            (out["target"],) = self.real_records(batch, batch[self.target_key])
         return out
 
     def on_test_epoch_start(self) -> None:

@@ -1,15 +1,20 @@
 """``SupervisedModule``: what classification and regression share — backbone + head, optimizer
-and schedule from config, an explicit L1 penalty, optional ``torch.compile``."""
+and schedule from config, an explicit L1 penalty, optional ``torch.compile``, and checkpoints
+that reload on their own and refuse to build anything but networks."""
 
 from __future__ import annotations
 
 import inspect
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 
+from lifecycle.data.loading import real_records
+from lifecycle.errors import ConfigError
 from lifecycle.training.clipping import ShardedClipping
 from lifecycle.training.optim import (
     OptimizerFactory,
@@ -58,11 +63,18 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
     ):
         super().__init__()
         if l1_penalty < 0:
-            raise ValueError(f"`l1_penalty` must be >= 0, got {l1_penalty}.")
+            raise ConfigError(f"`l1_penalty` must be >= 0, got {l1_penalty}.")
         self.save_hyperparameters(ignore=self._module_arguments())
+        from lifecycle.artifacts import standalone_hparams
+
+        for key in ("backbone", "student"):  # DistillationModule's backbone is its `student`
+            standalone_hparams(self.hparams, key, backbone)
         if channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
-        self.backbone = torch.compile(backbone) if compile else backbone
+        if compile:
+            # in place: the state_dict keeps its keys, so checkpoints load with or without it
+            backbone.compile()
+        self.backbone = backbone
         self.channels_last = channels_last
         self.head = head
         self.optimizer_factory = optimizer
@@ -91,6 +103,59 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
             frame = frame.f_back
         return sorted(names)
 
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = True,
+        **kwargs: Any,
+    ):
+        """Lightning's ``load_from_checkpoint``, read with ``weights_only=True``, after
+        :func:`lifecycle.artifacts.check_checkpoint` has refused (before anything is built) a
+        checkpoint whose hyperparameters name another module than ``cls`` (or a subclass), or
+        classes in it other than networks, optimizers and schedulers. Only an explicit
+        ``weights_only=False`` (a file you wrote yourself) skips the checks.
+
+        Raises:
+            UnsafeLoadError: a class the checkpoint may not build.
+        """
+        from lifecycle.artifacts import (
+            LOADERS,
+            check_checkpoint,
+            check_spec,
+            checkpoint_classes,
+            checkpoint_globals,
+        )
+
+        trusted = []
+        if isinstance(checkpoint_path, str | Path) and weights_only is not False:
+            check_checkpoint(checkpoint_path, cls)
+            trusted = checkpoint_globals(checkpoint_path)
+        if hparams_file is not None and str(hparams_file).endswith((".yaml", ".yml")):
+            import yaml
+
+            hparams = yaml.safe_load(Path(hparams_file).read_text()) or {}
+            check_spec(hparams, str(hparams_file), checkpoint_classes(), LOADERS, "hparams")
+        with torch.serialization.safe_globals(trusted):
+            return super().load_from_checkpoint(
+                checkpoint_path,
+                map_location=map_location,
+                hparams_file=hparams_file,
+                strict=strict,
+                weights_only=weights_only,
+                **kwargs,
+            )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints written while the backbone was wrapped by ``torch.compile`` (before it
+        was compiled in place) have its keys under ``backbone._orig_mod.``: they load too."""
+        from lifecycle.artifacts import strip_compiled_prefix
+
+        strip_compiled_prefix(checkpoint.get("state_dict", {}))
+
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(*inputs))
 
@@ -112,6 +177,26 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
         """``forward`` on the inputs of a dict batch."""
         return self(*self.inputs(batch))
 
+    @staticmethod
+    def real_records(batch: dict, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``tensors`` without the padding rows of a sharded evaluation batch
+        (:func:`lifecycle.data.loading.real_records`): what losses, metrics and predictions are
+        computed on. The forward pass still runs on every row, as every rank must run it."""
+        return real_records(batch, *tensors)
+
+    def log_eval_loss(
+        self, name: str, mean: MeanMetric, loss: torch.Tensor, records: int, prog_bar: bool = False
+    ) -> None:
+        """Log ``name``, the epoch's mean of a batch-mean ``loss`` over the ``records`` it was
+        computed on: ``mean`` (a ``MeanMetric`` attribute of the module, reset by Lightning)
+        sums ``loss x records`` and ``records`` over all batches and ranks, so the value is the
+        mean over every record once, as on one device, whatever the shards (Lightning's own
+        ``sync_dist`` mean divides by an integer mean of the ranks' batch sizes, which is off
+        by ``N / (N - 1)`` for ``N`` records over 2 ranks when ``N`` is odd)."""
+        if records:
+            mean.update(loss.detach().float(), weight=records)
+        self.log(name, mean, prog_bar=prog_bar)
+
     def setup(self, stage: str) -> None:
         self.use_pretrained_inputs()
         self.check_data_fits_backbone()
@@ -120,8 +205,7 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
         """For a backbone loaded with :func:`lifecycle.artifacts.load_backbone`: give image data
         the normalization it was pretrained with, and check that text is tokenized with its
         pretraining tokenizer (ids from another vocabulary would mean other words)."""
-        backbone = getattr(self.backbone, "_orig_mod", self.backbone)  # under torch.compile
-        info = getattr(backbone, "pretrained", None)
+        info = getattr(self.backbone, "pretrained", None)
         datamodule = trainer_datamodule(self)
         if info is None or datamodule is None:
             return
@@ -132,7 +216,7 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
             from lifecycle.data.tokenization import load_tokenizer
 
             if load_tokenizer(info.tokenizer).get_vocab() != tokenizer.get_vocab():
-                raise ValueError(
+                raise ConfigError(
                     f"The backbone from {info.folder} was pretrained with the tokenizer saved "
                     f"there, but the data tokenizes with another ({len(tokenizer)} tokens): the "
                     f"same ids would mean other words. Fix: set `data.init_args.tokenizer: "
@@ -160,7 +244,7 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
         tokenizer = self.datamodule_attr("tokenizer")
         vocab = getattr(self.backbone, "vocab_size", None)
         if tokenizer is not None and isinstance(vocab, int) and len(tokenizer) > vocab:
-            raise ValueError(
+            raise ConfigError(
                 f"The tokenizer has {len(tokenizer)} tokens but the backbone's embedding holds "
                 f"{vocab}. Fix: set `model.init_args.backbone.init_args.vocab_size: {len(tokenizer)}` "
                 "(or lower the data's `vocab_size`)."
@@ -168,7 +252,7 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
         positions = getattr(self.backbone, "max_length", None)
         length = self.datamodule_attr("max_length")
         if isinstance(positions, int) and isinstance(length, int) and length > positions:
-            raise ValueError(
+            raise ConfigError(
                 f"The data's texts reach {length} tokens but the backbone has {positions} "
                 f"positions. Fix: set the backbone's `max_length` to at least {length}, or "
                 f"`data.init_args.max_length: {positions}`."

@@ -141,7 +141,7 @@ class Finetuning(BaseFinetuning):
                 f"{type(pl_module).__name__} does not have. Fix: set the callback's "
                 "`backbone_attr` to the attribute holding the pretrained network."
             )
-        return getattr(module, "_orig_mod", module)  # under torch.compile
+        return module
 
     def groups(self, pl_module: L.LightningModule) -> list[nn.Module]:
         """The backbone's layer groups, bottom to top."""

@@ -222,3 +222,101 @@ def test_mixing_token_ids_is_a_clear_error():
         model.training_step(batch, 0)
     with pytest.raises(ValueError, match="'mixup', 'cutmix' or null"):
         ClassificationModule(MLP(in_features=4), 2, mix="mixcut")
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_checkpoint_reloads_after_its_pretrained_folder_is_deleted(tmp_path):
+    import json
+    import shutil
+
+    from lifecycle.artifacts import save_backbone
+    from lifecycle.cli import main
+
+    save_backbone(tmp_path / "pre", SmallCNN(channels=[4], pool_size=2, hidden=8))
+    recipe = tmp_path / "finetune.yaml"
+    recipe.write_text(
+        f"""
+test_after_fit: true
+trainer:
+  {{max_epochs: 1, limit_train_batches: 2, limit_val_batches: 1, limit_test_batches: 2,
+   accelerator: cpu, logger: false, enable_progress_bar: false, enable_model_summary: false,
+   default_root_dir: {tmp_path / "run"}}}
+model:
+  class_path: lifecycle.stages.ClassificationModule
+  init_args:
+    num_classes: 10
+    backbone:
+      class_path: lifecycle.artifacts.load_backbone
+      init_args: {{path: {tmp_path / "pre"}}}
+data:
+  class_path: lifecycle.data.ImageClassificationDataModule
+  init_args: {{dataset: digits, batch_size: 32}}
+"""
+    )
+    main(["fit", "--config", str(recipe)])
+    fitted = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    (checkpoint,) = (tmp_path / "run" / "checkpoints").glob("best-*.ckpt")
+    shutil.rmtree(tmp_path / "pre")
+
+    hparams = torch.load(checkpoint, weights_only=True)["hyper_parameters"]
+    assert hparams["backbone"] == {
+        "class_path": "lifecycle.models.vision.SmallCNN",
+        "init_args": {"in_channels": 1, "channels": [4], "convs_per_block": 2, "pool_size": 2,
+                      "hidden": 8, "dropout": 0.25},
+    }  # fmt: skip
+    model = ClassificationModule.load_from_checkpoint(checkpoint)
+    saved = torch.load(checkpoint, weights_only=True)["state_dict"]
+    assert isinstance(model.backbone, SmallCNN)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+
+    main(["test", "--config", str(recipe), "--ckpt_path", str(checkpoint)])
+    tested = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert tested["checkpoint"] == fitted["checkpoint"] == str(checkpoint)
+    assert tested["metrics"]["accuracy"] == pytest.approx(fitted["metrics"]["accuracy"])
+    assert tested["metrics"]["loss"] == pytest.approx(fitted["metrics"]["loss"])
+
+
+def tiny_cnn():
+    return SmallCNN(channels=[4], convs_per_block=1, pool_size=2, hidden=8)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_loads_with_compile_switched_off_or_on(tmp_path, monkeypatch):
+    # the keys do not depend on the backend; inductor's code generation takes 30 s on 2 CPUs
+    compile_module = torch.nn.Module.compile
+    monkeypatch.setattr(
+        torch.nn.Module, "compile", lambda self, **kw: compile_module(self, backend="eager")
+    )
+    torch.manual_seed(0)
+    dm = ImageClassificationDataModule("digits", batch_size=32)
+    compiled = ClassificationModule(tiny_cnn(), num_classes=10, compile=True)
+    trainer = quiet_trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    trainer.fit(compiled, dm)
+    trainer.save_checkpoint(tmp_path / "compiled.ckpt")
+    assert not any("_orig_mod" in k for k in compiled.state_dict())
+
+    plain = ClassificationModule.load_from_checkpoint(
+        tmp_path / "compiled.ckpt", backbone=tiny_cnn(), compile=False
+    )
+    x = torch.randn(3, 1, 8, 8)
+    compiled.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), plain(x), atol=1e-5)
+
+    # and the other way: weights trained without compile go into a compiled model as they are
+    recompiled = ClassificationModule(tiny_cnn(), num_classes=10, compile=True)
+    recompiled.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(recompiled.eval()(x), plain(x), atol=1e-5)
+
+
+def test_a_checkpoint_saved_under_the_old_compile_wrapper_still_loads():
+    model = ClassificationModule(tiny_cnn(), num_classes=3)
+    state = {
+        k.replace("backbone.", "backbone._orig_mod.", 1): v for k, v in model.state_dict().items()
+    }
+    checkpoint = {"state_dict": state}
+    fresh = ClassificationModule(tiny_cnn(), num_classes=3)
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"])
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())

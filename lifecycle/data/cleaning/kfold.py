@@ -14,11 +14,42 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 from sklearn.model_selection import StratifiedKFold
 
 from lifecycle.data.cleaning.records import CleaningRecords
 from lifecycle.data.datasets import DataValidationError
+from lifecycle.errors import ConfigError
+from lifecycle.evaluation.report import gathered_predictions
+
+
+class HeldOutProbabilities(BasePredictionWriter):
+    """Collects a fold's held-out class probabilities from ``predict``, from every rank under
+    a multi-process strategy, in the held-out dataset's order (each record once, the padding
+    of uneven shards left out): :attr:`probabilities`, ``float32`` (N, K), set on every rank;
+    ``None`` until then (and in the main process of a spawn- or fork-started strategy, where
+    the callback runs in the started processes)."""
+
+    def __init__(self):
+        super().__init__(write_interval="epoch")
+        self.probabilities: np.ndarray | None = None
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        table = gathered_predictions(trainer, predictions, batch_indices, all_ranks=True)
+        if not table["columns"]:
+            self.probabilities = np.zeros((0, 0), dtype=np.float32)
+            return
+        probs = table["columns"]["probabilities"].float().numpy()
+        index = table["index"]
+        if any(i is None for i in index):  # one process, no batch indices: loader order
+            index = list(range(len(index)))
+        order = np.argsort(np.asarray(index), kind="stable")
+        if len(set(index)) != len(index):
+            raise RuntimeError(
+                f"{len(index) - len(set(index))} held-out records were predicted twice: the "
+                "validation DataLoader must not repeat records."
+            )
+        self.probabilities = probs[order]
 
 
 def check_folds(labels: np.ndarray, folds: int, class_names: list[str] | None = None) -> None:
@@ -70,7 +101,10 @@ def out_of_fold_probabilities(
         folds: ``K``.
         seed: seed of the fold split, and of each fold's training (``seed + k``).
         trainer_kwargs: arguments of each fold's ``lightning.Trainer`` (``max_epochs``,
-            ``accelerator``, ``precision``, ...); loggers and checkpoints are turned off.
+            ``accelerator``, ``precision``, ``strategy``, ...); loggers and checkpoints are
+            turned off. Objects among them (a strategy) are deep-copied for each fold. Under a
+            multi-process strategy started as scripts (DDP, FSDP2) every rank gets all the
+            probabilities.
         on_fold: called with ``(k, folds)`` before fold ``k`` trains (progress reporting).
 
     Returns:
@@ -78,6 +112,8 @@ def out_of_fold_probabilities(
 
     Raises:
         DataValidationError: a single class, or a class with fewer records than folds.
+        ConfigError: a strategy whose predictions do not come back to this process (started
+            by spawn or fork).
     """
     labels = np.asarray(records.labels, dtype=np.int64)
     check_folds(labels, folds, records.class_names)
@@ -97,10 +133,25 @@ def out_of_fold_probabilities(
         L.seed_everything(seed + k, verbose=False)
         fold_model = copy.deepcopy(model)
         datamodule.use_fold(records, train_idx, held_idx)
-        trainer = L.Trainer(**kwargs)
+        held_out = HeldOutProbabilities()
+        # a fresh copy of the recipe's objects (a strategy) per fold: a Trainer binds its own
+        fold_kwargs = {k: v if k == "callbacks" else copy.deepcopy(v) for k, v in kwargs.items()}
+        callbacks = fold_kwargs.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]
+        fold_kwargs["callbacks"] = [*callbacks, held_out]
+        trainer = L.Trainer(**fold_kwargs)
         trainer.fit(fold_model, datamodule=datamodule)
-        outputs = trainer.predict(fold_model, dataloaders=datamodule.val_dataloader())
-        fold_probs = torch.cat([out["probabilities"] for out in outputs]).float().numpy()
+        trainer.predict(
+            fold_model, dataloaders=datamodule.val_dataloader(), return_predictions=False
+        )
+        if held_out.probabilities is None:
+            raise ConfigError(
+                f"fold {k}: the held-out predictions did not come back from "
+                f"`trainer.strategy` {type(trainer.strategy).__name__}: a strategy that starts "
+                "its processes by spawn or fork keeps them in those processes. Fix: use "
+                "recipes/strategies/ddp.yaml (processes started as scripts) or one device."
+            )
+        fold_probs = held_out.probabilities
         if len(fold_probs) != len(held_idx):
             raise RuntimeError(
                 f"fold {k}: {len(fold_probs)} predictions for {len(held_idx)} held-out records; "
