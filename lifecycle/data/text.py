@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +28,7 @@ from lifecycle.data.datasets import DataValidationError
 from lifecycle.data.loading import SplitDataModule
 from lifecycle.data.splits import UNLABELED, labeled_and_rest, split_indices
 from lifecycle.data.tokenization import (
+    encode,
     load_tokenizer,
     tokenizer_from_state,
     tokenizer_state,
@@ -46,19 +48,6 @@ def text_key(text: str) -> str:
     """What makes two texts "identical" for splitting and de-duplication: NFKC, case and
     runs of whitespace ignored."""
     return standard_text(text).casefold()
-
-
-def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
-    """Token ids of each text (with special tokens), truncated to ``max_length``; and how many
-    texts were truncated."""
-    # one token of slack tells which texts were longer (and keeps transformers from warning)
-    ids = tokenizer(texts, truncation=True, max_length=max_length + 1)["input_ids"]
-    truncated = sum(len(x) > max_length for x in ids)
-    if truncated:
-        # keep the closing special token ([SEP]) where the tokenizer adds one
-        tail = ids[0][-1:] if tokenizer.sep_token_id is not None else []
-        ids = [x if len(x) <= max_length else x[: max_length - len(tail)] + tail for x in ids]
-    return ids, truncated
 
 
 def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -751,21 +740,42 @@ def chunk_documents(tokenizer, texts: list[str], max_length: int) -> list[list[i
     return out["input_ids"]
 
 
+@contextmanager
+def seeded_torch_rng(*seed: int):
+    """Inside the block, torch's CPU generator is seeded from ``seed`` (any number of ints);
+    after it, the global generator is as it was: for code that takes no generator
+    (transformers' ``DataCollatorForLanguageModeling``), without consuming the global RNG."""
+    words = np.random.SeedSequence(list(seed)).generate_state(2, np.uint32)
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(int(words[0]) << 32 | int(words[1]))
+        yield
+
+
 class LanguageModelingDataset(Dataset):
     """Token-id rows for (masked or causal) language modelling.
 
-    Batches: ``{"input_ids", "attention_mask", "labels"}`` (labels -100 where no loss is taken).
-    Training rows are masked afresh in every batch by ``collator``; evaluation rows get one fixed
-    masking (``labels`` given), so held-out perplexity compares across epochs and runs.
+    Batches: ``{"input_ids", "attention_mask", "labels"}`` (labels -100 where no loss is taken),
+    padded on the right whatever the tokenizer's ``padding_side``. Training rows are masked
+    afresh in every batch by ``collator``, seeded from ``(seed, epoch, the batch's rows)``
+    (indices are ``(epoch, i)`` pairs): the same masks on every run, resumed or not, with any
+    number of workers, and the global RNG untouched. Evaluation rows get one fixed masking
+    (``labels`` given), so held-out perplexity compares across epochs and runs.
     """
 
     def __init__(
-        self, ids: list[list[int]], pad_id: int, collator, labels: list[list[int]] | None = None
+        self,
+        ids: list[list[int]],
+        pad_id: int,
+        collator,
+        labels: list[list[int]] | None = None,
+        seed: int = 0,
     ):
         self.ids = ids
         self.pad_id = pad_id
         self.collator = collator
         self.labels = labels
+        self.seed = seed
+        self.epoch_indexed = labels is None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -773,17 +783,20 @@ class LanguageModelingDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {key: value[0] for key, value in self.__getitems__([i]).items()}
 
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        rows = [self.ids[i] for i in indices]
+    def __getitems__(self, indices: list) -> dict[str, torch.Tensor]:
+        pairs = [i if isinstance(i, tuple) else (0, i) for i in indices]
+        indices = [i for _, i in pairs]
+        # padded here, so the mask is the ids' own: the collator pads on the tokenizer's side
+        # (left for some), and leaves rows of one length as they are
+        input_ids, mask = pad_rows([self.ids[i] for i in indices], self.pad_id)
         if self.labels is None:
-            batch = self.collator([{"input_ids": row} for row in rows])
-            _, mask = pad_rows(rows, self.pad_id)
+            with seeded_torch_rng(self.seed, pairs[0][0], *indices):
+                batch = self.collator(list(input_ids))
             return {
                 "input_ids": batch["input_ids"],
                 "attention_mask": mask,
                 "labels": batch["labels"],
             }
-        input_ids, mask = pad_rows(rows, self.pad_id)
         labels, _ = pad_rows([self.labels[i] for i in indices], -100)
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
@@ -823,7 +836,8 @@ class CorpusDataModule(TextDataModule):
         batch_size: rows per training batch.
         eval_batch_size: rows per evaluation batch (default ``batch_size``).
         num_workers: DataLoader worker processes.
-        seed: seed of the splits and of the evaluation masking.
+        seed: seed of the splits and of the masking (of each training batch from ``seed``, the
+            epoch and the batch's rows; of validation and test once).
     """
 
     def __init__(
@@ -931,27 +945,29 @@ class CorpusDataModule(TextDataModule):
         )
         self._report()
 
-    def collator(self, seed: int | None = None):
-        """transformers' ``DataCollatorForLanguageModeling`` for this tokenizer and objective."""
+    def collator(self):
+        """transformers' ``DataCollatorForLanguageModeling`` for this tokenizer and objective.
+        It draws from torch's global generator, so callers seed it (:func:`seeded_torch_rng`)."""
         from transformers import DataCollatorForLanguageModeling
 
         return DataCollatorForLanguageModeling(
             self.tokenizer,
             mlm=self.mlm,
             mlm_probability=self.mlm_probability if self.mlm else None,
-            seed=seed,
         )
 
     def _dataset(self, name: str) -> LanguageModelingDataset:
         ids = chunk_documents(self.tokenizer, self.texts[name].texts, self.max_length)
         pad = self.tokenizer.pad_token_id
         if name == "train":
-            return LanguageModelingDataset(ids, pad, self.collator())
-        collator, labels, masked = self.collator(seed=self.seed), [], []
-        for start in range(0, len(ids), 256):
-            rows = ids[start : start + 256]
-            batch = collator([{"input_ids": row} for row in rows])
-            for j, row in enumerate(rows):
-                masked.append(batch["input_ids"][j, : len(row)].tolist())
-                labels.append(batch["labels"][j, : len(row)].tolist())
+            return LanguageModelingDataset(ids, pad, self.collator(), seed=self.seed)
+        collator, labels, masked = self.collator(), [], []
+        with seeded_torch_rng(self.seed, {"val": 1, "test": 2}.get(name, 3)):
+            for start in range(0, len(ids), 256):
+                rows = ids[start : start + 256]
+                input_ids, _ = pad_rows(rows, pad)  # on the right: rows are cut back below
+                batch = collator(list(input_ids))
+                for j, row in enumerate(rows):
+                    masked.append(batch["input_ids"][j, : len(row)].tolist())
+                    labels.append(batch["labels"][j, : len(row)].tolist())
         return LanguageModelingDataset(masked, pad, collator, labels)

@@ -8,6 +8,7 @@ Both kinds use BERT's special tokens, with ``[PAD]`` at id 0, and wrap every tex
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -15,9 +16,23 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from lifecycle.errors import ConfigError, DataError, MissingFileError
+
 TokenizerAlgorithm = Literal["wordpiece", "bpe"]
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# what save_pretrained writes for one tokenizer kind or another: a folder with none of them
+# holds no tokenizer at all (missing), one with some that fail to load holds a broken one
+TOKENIZER_FILE_NAMES = (
+    *TOKENIZER_FILES,
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "added_tokens.json",
+)
 
 
 def train_tokenizer(
@@ -56,11 +71,11 @@ def train_tokenizer(
     )
 
     if algorithm not in ("wordpiece", "bpe"):
-        raise ValueError(f"`tokenizer` algorithm must be 'wordpiece' or 'bpe', got {algorithm!r}.")
+        raise ConfigError(f"`tokenizer` algorithm must be 'wordpiece' or 'bpe', got {algorithm!r}.")
     if vocab_size <= len(SPECIAL_TOKENS):
-        raise ValueError(f"`vocab_size` must exceed {len(SPECIAL_TOKENS)}, got {vocab_size}.")
+        raise ConfigError(f"`vocab_size` must exceed {len(SPECIAL_TOKENS)}, got {vocab_size}.")
     if not texts:
-        raise ValueError("Cannot train a tokenizer on no texts: the training split is empty.")
+        raise DataError("Cannot train a tokenizer on no texts: the training split is empty.")
     steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
     if algorithm == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -110,7 +125,10 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
     A tokenizer without a padding token gets its end-of-text token as padding (GPT-2 style).
 
     Raises:
-        FileNotFoundError: the folder does not exist or holds no tokenizer files.
+        MissingFileError: the folder does not exist or holds no tokenizer files.
+        DataError: the folder's tokenizer files cannot be loaded (the message names the file
+            and says what transformers found wrong).
+        ConfigError: the tokenizer has neither a pad nor an end-of-text token.
     """
     from transformers import AutoTokenizer
 
@@ -118,21 +136,30 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
 
     folder = resolve_model_folder(path)
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Tokenizer folder {folder.resolve()} does not exist. Fix: set `tokenizer` to "
             "'wordpiece' or 'bpe' to train one, or to a folder written by save_pretrained "
             "(e.g. runs/<run>/version_N/tokenizer)."
         )
+    present = [name for name in TOKENIZER_FILE_NAMES if (folder / name).is_file()]
+    if not present:
+        found = sorted(p.name for p in folder.iterdir())[:12]
+        raise MissingFileError(
+            f"{folder} holds no tokenizer files (none of {', '.join(TOKENIZER_FILE_NAMES)}; it "
+            f"holds {found}). Fix: point `tokenizer` at a folder written by save_pretrained, "
+            "with tokenizer.json or a vocabulary file and tokenizer_config.json."
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise FileNotFoundError(
-            f"{folder} holds no loadable tokenizer ({err}). It needs tokenizer.json or a "
-            "vocabulary file with tokenizer_config.json, as written by save_pretrained."
+    except Exception as err:  # noqa: BLE001 - tokenizers' own errors are plain Exceptions
+        raise DataError(
+            f"The tokenizer in {folder} cannot be loaded: {_broken_file(folder, present)} "
+            f"({type(err).__name__}: {err}). Fix: save the tokenizer again with "
+            "save_pretrained, or point `tokenizer` at another folder."
         ) from err
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(
+            raise ConfigError(
                 f"The tokenizer in {folder} has neither a pad nor an end-of-text token, so "
                 "batches cannot be padded. Fix: add a pad token and save it again."
             )
@@ -140,17 +167,71 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def tokenizer_state(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
-    """The tokenizer's saved files as ``{file name: text}``: small, and safe in a
-    ``weights_only`` checkpoint."""
+def _broken_file(folder: Path, present: list[str]) -> str:
+    """Which of the tokenizer files in ``folder`` is at fault, as far as can be told: the first
+    JSON file that does not parse, else the files transformers read."""
+    for name in present:
+        if name.endswith(".json"):
+            try:
+                json.loads((folder / name).read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, ValueError) as err:
+                return f"{folder / name} is not valid JSON ({err})"
+    main = "tokenizer.json" if "tokenizer.json" in present else ", ".join(present)
+    return f"{folder / main} does not describe a tokenizer transformers can build"
+
+
+def tokenizer_state(tokenizer: PreTrainedTokenizerBase) -> dict[str, str | bytes]:
+    """The tokenizer's saved files as ``{file name: content}``: small, and safe in a
+    ``weights_only`` checkpoint. A UTF-8 file is kept as text, any other (a SentencePiece
+    model, ...) as bytes; both come back byte for byte (:func:`write_tokenizer_files`)."""
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
-        return {p.name: p.read_text() for p in Path(tmp).iterdir() if p.is_file()}
+        state: dict[str, str | bytes] = {}
+        for p in sorted(Path(tmp).iterdir()):
+            if not p.is_file():
+                continue
+            data = p.read_bytes()
+            try:
+                state[p.name] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                state[p.name] = data
+        return state
 
 
-def tokenizer_from_state(state: dict[str, str]) -> PreTrainedTokenizerBase:
+def write_tokenizer_files(state: dict[str, str | bytes], folder: str | os.PathLike) -> None:
+    """Write the files of a :func:`tokenizer_state` into ``folder``, exactly as they were saved
+    (text as UTF-8, with its own line endings)."""
+    for name, content in state.items():
+        data = content if isinstance(content, bytes) else content.encode("utf-8")
+        (Path(folder) / name).write_bytes(data)
+
+
+def tokenizer_from_state(state: dict[str, str | bytes]) -> PreTrainedTokenizerBase:
     """Inverse of :func:`tokenizer_state`."""
     with tempfile.TemporaryDirectory() as tmp:
-        for name, text in state.items():
-            (Path(tmp) / name).write_text(text)
+        write_tokenizer_files(state, tmp)
         return load_tokenizer(tmp)
+
+
+def embedding_rows_needed(tokenizer: PreTrainedTokenizerBase) -> int:
+    """How many embedding rows a model needs for the ids ``tokenizer`` gives: one past the
+    largest (``len(tokenizer)`` unless its ids have gaps)."""
+    return max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
+
+
+def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Token ids of each text (with special tokens), truncated to ``max_length``; and how many
+    texts were truncated.
+
+    A truncated text is cut by the tokenizer itself, so it keeps its own closing special
+    tokens (``[SEP]``, ``</s>``, none for GPT-2), exactly as the tokenizer adds them; texts that
+    fit are as the tokenizer encodes them.
+    """
+    # one token of slack tells which texts were longer (and keeps transformers from warning)
+    ids = tokenizer(texts, truncation=True, max_length=max_length + 1)["input_ids"]
+    long = [i for i, x in enumerate(ids) if len(x) > max_length]
+    if long:
+        cut = tokenizer([texts[i] for i in long], truncation=True, max_length=max_length)
+        for i, x in zip(long, cut["input_ids"], strict=True):
+            ids[i] = x
+    return ids, len(long)

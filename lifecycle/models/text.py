@@ -18,6 +18,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from lifecycle.models.base import Backbone
 
 TEXT_INPUTS = ("input_ids", "attention_mask")
+# model types whose position ids start after the padding id (RoBERTa's `padding_idx + 1`), so
+# `max_length` tokens need `max_length + padding_idx + 1` position embeddings (tested one by one)
+POSITIONS_AFTER_PADDING = frozenset(
+    {
+        "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm",
+        "data2vec-text", "longformer", "mpnet", "ibert", "esm", "markuplm",
+    }
+)  # fmt: skip
 # dropout probabilities in transformers configs: BERT-style names, then GPT-2's
 DROPOUT_NAMES = (
     "hidden_dropout_prob",
@@ -158,14 +166,18 @@ class TextCNN(Backbone):
 
 
 def pool_tokens(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """One vector per text from token states ``hidden`` (B, L, H): the first token's
-    (``cls``), the last real token's (``last``) or the mean over real tokens (``mean``)."""
+    """One vector per text from token states ``hidden`` (B, L, H): the first real token's
+    (``cls``), the last real token's (``last``) or the mean over real tokens (``mean``). Real
+    tokens are where ``mask`` (B, L) is 1, so padding on either side (a tokenizer's
+    ``padding_side``) gives the same tokens."""
+    if pooling == "mean":
+        return masked_pool(hidden, mask, "mean")
+    real = mask.to(torch.long)
     if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "last":
-        last = (mask.sum(1) - 1).clamp(min=0)
-        return hidden[torch.arange(len(hidden), device=hidden.device), last]
-    return masked_pool(hidden, mask, "mean")
+        at = real.argmax(1)  # the first 1 (0 in a row without any)
+    else:
+        at = (real * torch.arange(real.shape[1], device=real.device)).argmax(1)  # the last 1
+    return hidden[torch.arange(len(hidden), device=hidden.device), at]
 
 
 def transformer_layer_groups(model: nn.Module) -> list[nn.Module]:
@@ -210,7 +222,11 @@ def transformer_config(
 ):
     """A ``transformers`` config of ``model_type`` with these sizes, whatever that type names
     them (BERT's ``intermediate_size`` is GPT-2's ``n_inner``, ...). ``extra`` entries are set
-    as they are (e.g. ``bos_token_id``)."""
+    as they are (e.g. ``bos_token_id``).
+
+    The model takes texts of ``max_length`` tokens: types whose positions start after the
+    padding id (RoBERTa and its kin, :data:`POSITIONS_AFTER_PADDING`) get
+    ``max_length + padding_idx + 1`` position embeddings, the others ``max_length``."""
     from transformers import AutoConfig
 
     if hidden_size % num_heads:
@@ -228,7 +244,7 @@ def transformer_config(
         "hidden_size": hidden_size,  # GPT-2 maps these names onto its own (n_embd, ...)
         "num_hidden_layers": num_layers,
         "num_attention_heads": num_heads,
-        "max_position_embeddings": max_length,
+        "max_position_embeddings": max_length + position_offset(config.model_type, padding_idx),
         "pad_token_id": padding_idx,
     }
     for name in ("intermediate_size", "n_inner"):
@@ -240,6 +256,23 @@ def transformer_config(
     for name, value in {**sizes, **extra}.items():
         setattr(config, name, value)
     return config
+
+
+def position_offset(model_type: str, padding_idx: int | None) -> int:
+    """How many position embeddings ``model_type`` uses before a text's first token:
+    ``padding_idx + 1`` for RoBERTa-style types, else 0."""
+    if model_type in POSITIONS_AFTER_PADDING:
+        return (padding_idx or 0) + 1
+    return 0
+
+
+def usable_positions(config) -> int | None:
+    """The longest text, in tokens, a ``transformers`` config's position embeddings take
+    (``None`` when it has no ``max_position_embeddings``)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    return positions - position_offset(config.model_type, getattr(config, "pad_token_id", None))
 
 
 def without_pooler(config) -> dict:
@@ -300,7 +333,8 @@ class TransformerEncoder(PooledTransformer):
         num_layers: Transformer layers (2-4 train in minutes on a CPU).
         num_heads: attention heads (must divide ``hidden_size``).
         intermediate_size: width of each feed-forward block.
-        max_length: position embeddings: the longest text, in tokens.
+        max_length: the longest text, in tokens (RoBERTa-style types get the position
+            embeddings this needs: see :func:`transformer_config`).
         dropout: dropout on hidden states and attention weights.
         pooling: ``"cls"`` (the first token's state), ``"mean"`` (over real tokens) or
             ``"last"`` (the last real token's state: what a causal model like GPT-2 has read
@@ -385,6 +419,23 @@ def read_transformers_folder(path):
     return folder, config
 
 
+def check_tokenizer_fits(folder, vocab_size: int) -> None:
+    """Raise a :class:`~lifecycle.errors.ConfigError` when the tokenizer saved in ``folder``
+    gives ids that a model with ``vocab_size`` embedding rows cannot embed."""
+    from lifecycle.data.tokenization import embedding_rows_needed, load_tokenizer
+    from lifecycle.errors import ConfigError
+
+    needed = embedding_rows_needed(load_tokenizer(folder))
+    if needed > vocab_size:
+        raise ConfigError(
+            f"The tokenizer in {folder} gives ids up to {needed - 1} ({needed} tokens) but the "
+            f"model's embedding there holds {vocab_size} (config.json `vocab_size`): its ids "
+            "past that have no embedding. Fix: save the tokenizer the model was trained with "
+            "in that folder, or resize the model to the tokenizer "
+            f"(`model.resize_token_embeddings({needed})`, then save_pretrained) and fine-tune it."
+        )
+
+
 class PretrainedTransformer(PooledTransformer):
     """A pretrained ``transformers`` encoder (BERT, RoBERTa, MiniLM, ...) from a local folder,
     pooled to one vector per text: the starting point of transfer learning on text.
@@ -436,11 +487,13 @@ class PretrainedTransformer(PooledTransformer):
         self.encoder.train()
         self.pooling = pooling
         self.vocab_size = config.vocab_size
-        self.max_length = getattr(config, "max_position_embeddings", None)
+        self.max_length = usable_positions(config)
         self.out_features = config.hidden_size
         has_tokenizer = any(
             (folder / n).is_file() for n in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
         )
+        if has_tokenizer:
+            check_tokenizer_fits(folder, config.vocab_size)
         self.pretrained = PretrainedInfo(
             folder,
             {"source": "transformers", "model_type": config.model_type, "path": str(path)},

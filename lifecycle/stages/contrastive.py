@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifecycle.artifacts import SavesPretrained
+from lifecycle.data.loading import real_records
 from lifecycle.models.heads import feature_size
 from lifecycle.stages.supervised import trainer_datamodule
 from lifecycle.training.clipping import ShardedClipping
@@ -193,6 +194,14 @@ class ContrastivePretrainingModule(SavesPretrained, ShardedClipping, L.Lightning
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         z = self.projection(self.backbone(x))
+        if stage != "train" and batch.get("padding") is not None:
+            # a sharded evaluation loader pads each rank to the same steps: every rank runs the
+            # forward, but padded copies are neither anchors nor negatives
+            (kept,) = real_records(batch, z.view(v, b, -1).transpose(0, 1))
+            b = len(kept)
+            if b < 1:
+                return z.sum() * 0
+            z = kept.transpose(0, 1).reshape(v * b, -1)
         if self.gather_negatives and self.trainer.world_size > 1 and stage == "train":
             z = self.all_gather(z.view(v, b, -1), sync_grads=True)  # (W, V, B, D)
             z = z.transpose(0, 1).reshape(-1, z.shape[-1])

@@ -21,6 +21,7 @@ from torch import nn
 from torchmetrics.text import Perplexity
 
 from lifecycle.artifacts import SavesPretrained
+from lifecycle.errors import ConfigError
 from lifecycle.stages.supervised import trainer_datamodule
 from lifecycle.training.clipping import ShardedClipping
 from lifecycle.training.optim import (
@@ -139,26 +140,32 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
         self.vocab_size = vocab_size
 
     def setup(self, stage: str) -> None:
+        from lifecycle.data.tokenization import embedding_rows_needed
+
         tokenizer = self._datamodule_attr("tokenizer")
         length = self._datamodule_attr("max_length")
         if isinstance(length, int) and length > self.max_length:
-            raise ValueError(
+            raise ConfigError(
                 f"The data's rows reach {length} tokens but the model has "
                 f"{self.max_length} positions. Fix: set `model.init_args.max_length: "
                 f"{length}` or `data.init_args.max_length: {self.max_length}`."
             )
+        needed = embedding_rows_needed(tokenizer) if tokenizer is not None else None
         if self.model is None:
-            if tokenizer is None:
-                raise ValueError(
+            if needed is None:
+                raise ConfigError(
                     "The model's vocabulary size is unknown: the DataModule has no tokenizer. "
                     "Fix: use lifecycle.data.CorpusDataModule, or set `vocab_size`."
                 )
-            self.build(len(tokenizer), tokenizer)
-        elif tokenizer is not None and len(tokenizer) > self.vocab_size:
-            raise ValueError(
-                f"The tokenizer has {len(tokenizer)} tokens but the model's embedding holds "
-                f"{self.vocab_size}. Fix: leave `vocab_size` unset (it follows the "
-                "tokenizer) or lower the data's `vocab_size`."
+            self.build(needed, tokenizer)
+        elif needed is not None and needed > self.vocab_size:
+            raise ConfigError(
+                f"The data's tokenizer has {needed} tokens but the model's embedding holds "
+                f"{self.vocab_size}: ids past {self.vocab_size - 1} have no embedding. Fix: "
+                "leave `model.init_args.vocab_size` unset (it follows the tokenizer), or lower "
+                "`data.init_args.vocab_size`; for a model from a checkpoint, tokenize with the "
+                "tokenizer saved with it (`data.init_args.tokenizer: "
+                "<run>/version_N/tokenizer`)."
             )
         mlm = self._datamodule_attr("mlm")
         if mlm is not None and bool(mlm) != (self.objective == "masked-lm"):
@@ -172,6 +179,19 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
         checkpoint.setdefault("hyper_parameters", {}).update(
             vocab_size=self.vocab_size, max_length=self.max_length
         )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse, before its weights are loaded, a checkpoint whose network was built for
+        another vocabulary than this one (sized at ``setup`` to the data's tokenizer)."""
+        saved = checkpoint.get("hyper_parameters", {}).get("vocab_size")
+        if saved is not None and self.vocab_size is not None and saved != self.vocab_size:
+            raise ConfigError(
+                f"The checkpoint's model embeds {saved} tokens (its tokenizer's), but this "
+                f"model was built for {self.vocab_size} (the data's tokenizer): its weights "
+                "do not fit. Fix: tokenize with the checkpoint's tokenizer, saved beside it "
+                "(`data.init_args.tokenizer: <run>/version_N/tokenizer`), so the model is built "
+                "for that one."
+            )
 
     def _datamodule_attr(self, name: str):
         return getattr(trainer_datamodule(self), name, None)
@@ -203,11 +223,23 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         out = self._out(batch)
-        logits, labels = out.logits.float(), batch["labels"]
+        logits, labels, loss = out.logits.float(), batch["labels"], out.loss
         if self.objective == "causal-lm":  # token t predicts token t + 1
             logits, labels = logits[:, :-1], labels[:, 1:]
+        padding, records = batch.get("padding"), len(labels)
+        if padding is not None:
+            # a sharded evaluation loader pads each rank to the same steps: every rank runs the
+            # forward, but the padded copies predict nothing that is counted
+            padding = padding.to(device=labels.device, dtype=torch.bool)
+            labels = labels.masked_fill(padding[:, None], -100)
+            records = int((~padding).sum())
+            if records:
+                loss = nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+                )
         self.perplexity[stage].update(logits, labels)
-        self.log(f"{stage}/loss", out.loss, batch_size=len(labels), sync_dist=True)
+        if records:
+            self.log(f"{stage}/loss", loss, batch_size=records, sync_dist=True)
         self.log(f"{stage}/perplexity", self.perplexity[stage], prog_bar=stage == "val")
 
     def on_fit_start(self) -> None:

@@ -241,13 +241,22 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
 
     def check_data_fits_backbone(self) -> None:
         """Raise when the DataModule's tokenizer or text length exceeds what the backbone takes."""
+        from lifecycle.data.tokenization import embedding_rows_needed
+
         tokenizer = self.datamodule_attr("tokenizer")
         vocab = getattr(self.backbone, "vocab_size", None)
-        if tokenizer is not None and isinstance(vocab, int) and len(tokenizer) > vocab:
+        needed = embedding_rows_needed(tokenizer) if tokenizer is not None else 0
+        if isinstance(vocab, int) and needed > vocab:
+            if "vocab_size" in inspect.signature(type(self.backbone)).parameters:
+                fix = (
+                    f"set `model.init_args.backbone.init_args.vocab_size: {needed}` (or lower the "
+                    "data's `vocab_size`)"
+                )
+            else:  # a pretrained backbone: its own tokenizer is the one that fits
+                fix = "set `data.init_args.tokenizer` to the backbone's folder or model name"
             raise ConfigError(
-                f"The tokenizer has {len(tokenizer)} tokens but the backbone's embedding holds "
-                f"{vocab}. Fix: set `model.init_args.backbone.init_args.vocab_size: {len(tokenizer)}` "
-                "(or lower the data's `vocab_size`)."
+                f"The tokenizer has {needed} tokens but the backbone's embedding holds {vocab}. "
+                f"Fix: {fix}."
             )
         positions = getattr(self.backbone, "max_length", None)
         length = self.datamodule_attr("max_length")

@@ -116,3 +116,22 @@ def test_the_encoder_trains_in_training_mode_with_the_dropout_asked_for():
     plain = PretrainedTransformer("all-MiniLM-L6-v2", dropout=0.0)
     assert torch.equal(plain(ids, mask), plain(ids, mask))
     assert plain.encoder.config.hidden_dropout_prob == 0.0
+
+
+def test_a_folder_whose_tokenizer_outgrows_the_embedding_is_refused(tmp_path):
+    from transformers import AutoModel, BertConfig
+
+    from lifecycle.data.tokenization import train_tokenizer
+    from lifecycle.errors import ConfigError
+
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16)  # fmt: skip
+    AutoModel.from_config(config).save_pretrained(tmp_path)
+    texts = [f"word{i} and more words {i}" for i in range(100)]
+    tokenizer = train_tokenizer(texts, "wordpiece", vocab_size=200, min_frequency=1)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        PretrainedTransformer(str(tmp_path))
+    message = str(err.value)
+    assert f"ids up to {len(tokenizer) - 1} ({len(tokenizer)} tokens)" in message
+    assert "embedding there holds 40" in message and "resize_token_embeddings" in message

@@ -117,3 +117,36 @@ def test_bad_backbone_settings():
         TransformerEncoder(model_type="nonsense")
     with pytest.raises(ValueError, match="'cls', 'mean' or 'last'"):
         TransformerEncoder(pooling="max")
+
+
+def test_cls_and_last_pooling_find_the_real_tokens_whichever_side_is_padded():
+    from lifecycle.models.text import pool_tokens
+
+    hidden = torch.randn(2, 5, 3)
+    right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 1, 1]])  # a left-padding tokenizer's
+    assert torch.equal(pool_tokens(hidden, right, "last"), hidden[[0, 1], [2, 4]])
+    assert torch.equal(pool_tokens(hidden, left, "last"), hidden[[0, 1], [4, 4]])
+    assert torch.equal(pool_tokens(hidden, right, "cls"), hidden[:, 0])
+    assert torch.equal(pool_tokens(hidden, left, "cls"), hidden[[0, 1], [2, 1]])
+    mean = pool_tokens(hidden, left, "mean")
+    assert torch.allclose(mean[0], hidden[0, 2:].mean(0))
+
+
+@pytest.mark.parametrize(
+    "model_type, padding_idx", [("roberta", 1), ("xlm-roberta", 0), ("bert", 0)]
+)
+def test_a_roberta_style_encoder_takes_texts_of_its_full_max_length(model_type, padding_idx):
+    # RoBERTa numbers positions from padding_idx + 1: max_length tokens need that many more rows
+    encoder = TransformerEncoder(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2,
+                                 intermediate_size=32, max_length=12, model_type=model_type,
+                                 padding_idx=padding_idx)  # fmt: skip
+    ids = torch.randint(3, 50, (2, 12))
+    features = encoder(ids, torch.ones_like(ids))
+    assert features.shape == (2, 16) and torch.isfinite(features).all()
+    from lifecycle.models.text import transformer_config, usable_positions
+
+    config = transformer_config(model_type, max_length=12, padding_idx=padding_idx)
+    extra = padding_idx + 1 if model_type != "bert" else 0
+    assert config.max_position_embeddings == 12 + extra
+    assert usable_positions(config) == 12

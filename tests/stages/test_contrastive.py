@@ -308,3 +308,22 @@ def test_under_ddp_each_view_is_contrasted_with_every_process_images_as_on_one_d
     assert len(one) == len(ddp) == 6
     assert ddp == pytest.approx(one, abs=1e-4)
     assert one[-1] < one[0]
+
+
+def test_padded_evaluation_records_are_neither_anchors_nor_negatives():
+    """A sharded evaluation loader pads each rank to the same number of steps; the padded copies
+    must not change the validation loss or top-1 (they would be extra twins and negatives)."""
+    import types
+
+    model = ContrastivePretrainingModule(small_cnn(), temperature=0.2)
+    object.__setattr__(model, "_trainer", types.SimpleNamespace(world_size=1))
+    logged = {}
+    model.log = lambda name, value, **kw: logged.__setitem__(name, (float(value), kw["batch_size"]))
+    views = torch.randn(6, 2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        model._step({"views": views[:4]}, "val")
+        alone = dict(logged)
+        padding = torch.tensor([False] * 4 + [True] * 2)
+        model._step({"views": torch.cat([views[:4], views[:2]]), "padding": padding}, "val")
+    assert logged == alone and alone["val/loss"][1] == 4

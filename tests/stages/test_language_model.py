@@ -10,6 +10,7 @@ import torch
 
 from lifecycle.artifacts import MANIFEST, load_backbone
 from lifecycle.data import CorpusDataModule, TextClassificationDataModule
+from lifecycle.errors import ConfigError
 from lifecycle.stages import (
     CausalLMPretrainingModule,
     ClassificationModule,
@@ -159,3 +160,171 @@ def test_a_checkpoint_reloads_the_network_sized_to_the_trained_tokenizer(corpus,
     assert all(
         torch.equal(v, model.model.state_dict()[k]) for k, v in reloaded.model.state_dict().items()
     )
+
+
+def test_a_tokenizer_the_model_cannot_embed_is_a_config_error_naming_both_sizes(corpus, tmp_path):
+    data = corpus_data(corpus, tokenizer="wordpiece", vocab_size=120)
+    with pytest.raises(ConfigError) as err:
+        quiet_trainer(tmp_path, fast_dev_run=True).fit(
+            MaskedLMPretrainingModule(**SIZES, vocab_size=40), datamodule=data
+        )
+    needed = len(data.tokenizer)
+    assert f"tokenizer has {needed} tokens but the model's embedding holds 40" in str(err.value)
+    assert "leave `model.init_args.vocab_size` unset" in str(err.value)
+
+
+def test_a_checkpoint_built_for_another_tokenizer_is_refused_before_its_weights_load(
+    corpus, tmp_path
+):
+    small = corpus_data(corpus, tokenizer="wordpiece", vocab_size=60)
+    trainer = quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(MaskedLMPretrainingModule(**SIZES), datamodule=small)
+    trainer.save_checkpoint(tmp_path / "small.ckpt")
+    big = corpus_data(corpus, tokenizer="wordpiece", vocab_size=120)
+    with pytest.raises(ConfigError) as err:  # was a RuntimeError: size mismatch for ...weight
+        quiet_trainer(tmp_path, max_steps=2, limit_val_batches=0).fit(
+            MaskedLMPretrainingModule(**SIZES),
+            datamodule=big,
+            ckpt_path=tmp_path / "small.ckpt",
+            weights_only=False,  # our own file; its hyperparameters name the optimizer class
+        )
+    message = str(err.value)
+    assert f"embeds {len(small.tokenizer)} tokens (its tokenizer's)" in message
+    assert f"this model was built for {len(big.tokenizer)}" in message
+    assert "data.init_args.tokenizer: " in message
+
+
+def test_a_roberta_language_model_takes_rows_of_its_full_max_length():
+    # RoBERTa numbers positions from padding_idx + 1: 32 tokens need 34 position embeddings
+    model = MaskedLMPretrainingModule(**{**SIZES, "model_type": "roberta"}, vocab_size=60)
+    ids = torch.randint(3, 60, (2, SIZES["max_length"]))
+    out = model(ids, torch.ones_like(ids), labels=ids)
+    assert out.logits.shape == (2, 32, 60) and torch.isfinite(out.loss)
+    assert model.backbone()(ids, torch.ones_like(ids)).shape == (2, SIZES["hidden_size"])
+
+
+@pytest.mark.parametrize("mlm", [True, False])
+def test_batches_mask_exactly_their_tokens_with_a_left_padding_tokenizer(mlm, corpus, tmp_path):
+    from lifecycle.data.tokenization import train_tokenizer
+
+    tokenizer = train_tokenizer(corpus.read_text().splitlines(), "bpe", 300, min_frequency=1)
+    tokenizer.save_pretrained(tmp_path / "left")
+    config = tmp_path / "left" / "tokenizer_config.json"
+    # as a tokenizer saved for batched generation often is
+    config.write_text(json.dumps({**json.loads(config.read_text()), "padding_side": "left"}))
+    data = corpus_data(corpus, mlm, tokenizer=str(tmp_path / "left"))
+    data.setup("fit")
+    assert data.tokenizer.padding_side == "left"
+    pad = data.tokenizer.pad_token_id
+    for batch in (next(iter(data.train_dataloader())), next(iter(data.val_dataloader()))):
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"].bool(), batch["labels"]
+        assert len(set(mask.sum(1).tolist())) > 1  # rows of several lengths: some are padded
+        # the ids before masking: a masked-LM label holds the original id where it is set
+        original = torch.where(labels != -100, labels, ids) if mlm else ids
+        assert torch.equal(mask, original != pad)  # 1 exactly on the tokens, 0 on the padding
+        assert (original[:, 0] == data.tokenizer.cls_token_id).all()  # each row starts with CLS
+
+
+KILL_RECIPE = """
+seed_everything: 5
+trainer:
+  max_epochs: 2
+  accelerator: cpu
+  devices: 1
+  deterministic: true
+  enable_progress_bar: false
+  enable_model_summary: false
+  limit_val_batches: 0
+  log_every_n_steps: 1
+  callbacks:
+    - class_path: lifecycle.training.ResumableCheckpoint
+      init_args: {every_n_train_steps: 4}
+model:
+  class_path: lifecycle.stages.MaskedLMPretrainingModule
+  init_args: {hidden_size: 16, num_layers: 1, num_heads: 2, intermediate_size: 32, max_length: 16}
+data:
+  class_path: lifecycle.data.CorpusDataModule
+  init_args: {dataset: CORPUS, vocab_size: 300, max_length: 16, batch_size: 16, val_fraction: 0.1}
+"""
+
+
+def train_losses(run_dir) -> dict[int, float]:
+    """``{step: train/loss}`` from a run's ``metrics.csv`` (a resumed step's row replaces the
+    killed run's)."""
+    import csv
+
+    with open(run_dir / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+
+
+@pytest.mark.slow
+def test_a_masked_lm_run_killed_mid_epoch_resumes_to_the_same_losses(corpus, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import LIFECYCLE, REPO
+
+    lines = corpus.read_text().splitlines()[:160]  # 9 steps an epoch
+    (tmp_path / "small.txt").write_text("\n".join(lines) + "\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(KILL_RECIPE.replace("CORPUS", str(tmp_path / "small.txt")))
+    kill = tmp_path / "kill.yaml"  # killed in the second epoch, 3 steps after its checkpoint
+    kill.write_text(
+        KILL_RECIPE.split("model:")[0].replace("CORPUS", "").replace(
+            "      init_args: {every_n_train_steps: 4}\n",
+            "      init_args: {every_n_train_steps: 4}\n"
+            "    - class_path: tests.training.killer.KillAt\n      init_args: {step: 15}\n",
+        )
+    )  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = [LIFECYCLE, "fit", "--config", str(recipe), "--trainer.default_root_dir", str(tmp_path)]
+
+    def run(*extra):
+        return subprocess.run(
+            [*base, *extra], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
+        )
+
+    whole = run("--run_name", "whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = run("--config", str(kill), "--run_name", "killed")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]  # killed, not crashed
+    checkpoint = tmp_path / "killed" / "version_0" / "checkpoints" / "last-step.ckpt"
+    resumed_from = torch.load(checkpoint, weights_only=True)["global_step"]
+    resumed = run("--run_name", "killed", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restored all states from the checkpoint" in resumed.stderr + resumed.stdout
+    expected = train_losses(tmp_path / "whole" / "version_0")
+    per_epoch = len(expected) // 2
+    assert per_epoch < resumed_from < 2 * per_epoch and resumed_from % per_epoch  # mid-epoch
+    assert train_losses(tmp_path / "killed" / "version_0") == expected
+
+
+@pytest.mark.parametrize(
+    "module, mlm", [(MaskedLMPretrainingModule, True), (CausalLMPretrainingModule, False)]
+)
+def test_padded_evaluation_rows_count_for_neither_loss_nor_perplexity(module, mlm, corpus, tmp_path):
+    """A sharded evaluation loader pads each rank to the same steps (``batch["padding"]``); the
+    padded copies must leave the validation loss and perplexity as without them."""
+    data = corpus_data(corpus, mlm)
+    model = module(**SIZES)
+    quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(model, datamodule=data)
+    batch = next(iter(data.val_dataloader()))
+    batch = {k: v[:6] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    padded = {k: torch.cat([v, v[:3]]) for k, v in batch.items()}
+    padded["padding"] = torch.tensor([False] * 6 + [True] * 3)
+    logged = {}
+    model.log = lambda name, value, **kw: logged.setdefault(name, []).append(
+        (float(value) if name.endswith("loss") else None, kw.get("batch_size"))
+    )
+    model.eval()
+    with torch.no_grad():
+        model._eval_step(batch, "val")
+        alone = float(model.perplexity["val"].compute())
+        model.perplexity["val"].reset()
+        model._eval_step(padded, "val")
+        with_padding = float(model.perplexity["val"].compute())
+    (loss, records), (padded_loss, padded_records) = logged["val/loss"]
+    assert padded_loss == pytest.approx(loss, rel=1e-5) and records == padded_records == 6
+    assert with_padding == pytest.approx(alone, rel=1e-5)
