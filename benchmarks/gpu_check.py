@@ -135,7 +135,9 @@ def fsdp2_two_gpus(deadline: float) -> dict:
         except subprocess.TimeoutExpired:
             return {"error": "timed out"}
         metrics = sorted(Path(tmp).glob("fsdp2/version_*/metrics.json"))
-        accuracy = json.loads(metrics[0].read_text())["metrics"].get("accuracy") if metrics else None
+        accuracy = (
+            json.loads(metrics[0].read_text())["metrics"].get("accuracy") if metrics else None
+        )
         return {"returncode": proc.returncode, "test_accuracy": accuracy,
                 "output_tail": proc.stderr[-1500:] if proc.returncode else ""}  # fmt: skip
 
@@ -175,16 +177,22 @@ def main() -> None:
                 rates[accelerator] = {"skipped": "out of time"}
                 continue
             # the CPU is slow: a third of the steps gives a steady figure
-            steps = options.steps if accelerator == "gpu" else max(options.steps // 3, options.warmup + 20)
+            steps = (
+                options.steps
+                if accelerator == "gpu"
+                else max(options.steps // 3, options.warmup + 20)
+            )
             rates[accelerator] = steps_per_second(accelerator, steps, options.warmup, dataset)
         result["steps_per_second"] = rates
-        if "steps_per_second" in rates.get("gpu", {}) and "steps_per_second" in rates.get("cpu", {}):
+        if "steps_per_second" in rates.get("gpu", {}) and "steps_per_second" in rates.get(
+            "cpu", {}
+        ):
             result["gpu_over_cpu"] = round(
                 rates["gpu"]["steps_per_second"] / rates["cpu"]["steps_per_second"], 1
             )
-    result["fsdp2_two_gpus"] = fsdp2_two_gpus(deadline) if torch.cuda.is_available() else {
-        "skipped": "no CUDA"
-    }
+    result["fsdp2_two_gpus"] = (
+        fsdp2_two_gpus(deadline) if torch.cuda.is_available() else {"skipped": "no CUDA"}
+    )
     result["protocol"] = {"steps": options.steps, "warmup": options.warmup,
                           "budget_s": options.budget, "recipe": str(RECIPE.relative_to(REPO))}  # fmt: skip
     options.out.parent.mkdir(parents=True, exist_ok=True)

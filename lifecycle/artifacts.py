@@ -364,9 +364,14 @@ def check_checkpoint(path: str | Path, base: type | None = None) -> dict:
     if not path.is_file():
         raise MissingFileError(f"Checkpoint {path.resolve()} does not exist.")
     try:
-        # mmap: only the pickled structure is read now, not every tensor
-        with torch.serialization.safe_globals(checkpoint_globals(path)):
-            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        import zipfile
+
+        # mmap: only the pickled structure is read now, not every tensor; a legacy (pre-zip)
+        # file can be neither mapped nor scanned for globals, and torch's restricted unpickler
+        # alone then decides what it may hold
+        modern = zipfile.is_zipfile(path)
+        with torch.serialization.safe_globals(checkpoint_globals(path) if modern else []):
+            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=modern)
     except UnsafeLoadError:
         raise
     except Exception as err:  # pickle errors name no fix

@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 import torch
+from lightning.pytorch import LightningDataModule
 
 from tests.conftest import LIFECYCLE, REPO
 
@@ -214,12 +215,11 @@ def test_missing_dataset_error_reaches_the_user(tmp_path):
         check=False,
         cwd=tmp_path,
     )
-    assert proc.returncode != 0
-    assert (
-        "DatasetNotFoundError" in proc.stderr
-        and "missing_folder" in proc.stderr
-        and "Fix:" in proc.stderr
-    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "lifecycle fit: error: Dataset " in proc.stderr and "Traceback" not in proc.stderr
+    assert "missing_folder" in proc.stderr and "Fix:" in proc.stderr
+    (failed,) = tmp_path.glob("digits-classify/version_*/FAILED")
+    assert failed.read_text().startswith("lifecycle.data.datasets.DatasetNotFoundError\nDataset ")
 
 
 def test_python_module_entry_point_prints_help():
@@ -358,3 +358,148 @@ def test_a_preset_added_as_second_config_keeps_the_recipes_run_name():
                              "recipes/precision/bf16-mixed.yaml"]) == "fashion_mnist-classify"  # fmt: skip
     assert default_run_name(["recipes/strategies/ddp.yaml"]) == "strategies-ddp"
     assert default_run_name([]) == "lifecycle"
+
+
+# ----------------------------------------------------------------------------- errors a person reads
+def _digits_args(tmp_path, *extra):
+    return ["fit", "--config", str(REPO / "recipes/digits/classify.yaml"),
+            "--trainer.default_root_dir", str(tmp_path), *QUIET, *map(str, extra)]  # fmt: skip
+
+
+def test_debug_flag_and_env_show_a_user_errors_traceback(tmp_path, monkeypatch, capsys):
+    from lifecycle.cli import main
+    from lifecycle.errors import MissingFileError
+
+    with pytest.raises(SystemExit) as exit_:
+        main(_digits_args(tmp_path, "--ckpt_path", "last"))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("lifecycle fit: error: --ckpt_path last:")
+    with pytest.raises(MissingFileError, match="no earlier run to resume"):
+        main(_digits_args(tmp_path, "--ckpt_path", "last", "--debug"))  # not passed on
+    monkeypatch.setenv("LIFECYCLE_DEBUG", "1")
+    with pytest.raises(MissingFileError, match="no earlier run to resume"):
+        main(_digits_args(tmp_path, "--ckpt_path", "last"))
+
+
+class BuggyData(LightningDataModule):
+    """A DataModule whose setup has a bug (an internal error, not the user's)."""
+
+    def setup(self, stage):
+        raise RuntimeError("bug in setup")
+
+
+def test_an_internal_error_keeps_its_traceback_and_marks_the_run_failed(tmp_path, capsys):
+    from lifecycle.cli import main
+
+    with pytest.raises(RuntimeError, match="bug in setup"):
+        main(_digits_args(tmp_path, "--data", "tests.test_cli.BuggyData"))
+    assert ": error:" not in capsys.readouterr().err
+    (failed,) = tmp_path.glob("digits-classify/version_*/FAILED")
+    assert failed.read_text() == "builtins.RuntimeError\nbug in setup\n"
+
+
+def test_user_errors_are_found_behind_wrappers_and_worker_tracebacks():
+    from lifecycle.cli import describe_error, user_error_message
+    from lifecycle.errors import ConfigError, DataError
+
+    try:  # jsonargparse raises its own error from the one __init__ raised
+        try:
+            raise ConfigError("`num_classes` must be >= 2. Fix: set it to 10.")
+        except ConfigError as inner:
+            raise ValueError("Does not validate against any of the Union subtypes") from inner
+    except ValueError as outer:
+        assert user_error_message(outer) == "`num_classes` must be >= 2. Fix: set it to 10."
+    try:  # an error during Lightning's teardown, while the user's error was handled
+        try:
+            raise DataError("row 3 is NaN. Fix: drop it.")
+        except DataError:
+            raise RuntimeError("teardown failed")  # noqa: B904
+    except RuntimeError as outer:
+        assert user_error_message(outer) == "row 3 is NaN. Fix: drop it."
+    # a spawned DDP rank sends its error back as traceback text
+    sent = RuntimeError(
+        "\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call "
+        'last):\n  File "x.py", line 3, in setup\nlifecycle.errors.DataError: row 3 is NaN.\n'
+        "Fix: drop it.\n"
+    )
+    assert user_error_message(sent) == "row 3 is NaN.\nFix: drop it."
+    assert describe_error(sent)[0] == "lifecycle.errors.DataError"  # what FAILED records
+    assert user_error_message(RuntimeError("bug")) is None
+    assert user_error_message(KeyError("lifecycle.errors.DataError: not a traceback")) is None
+
+
+class _BadRows(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        from lifecycle.errors import DataError
+
+        raise DataError(f"row {i} of rows.csv is empty. Fix: fill it in.")
+
+
+def test_a_user_error_raised_in_a_dataloader_worker_keeps_its_short_message():
+    from lifecycle.cli import user_error_message
+    from lifecycle.errors import DataError
+
+    loader = torch.utils.data.DataLoader(_BadRows(), num_workers=1, multiprocessing_context="fork")
+    with pytest.raises(DataError) as caught:
+        next(iter(loader))
+    assert "DataLoader worker" in str(caught.value)  # torch re-raises it with the traceback
+    assert user_error_message(caught.value) == "row 0 of rows.csv is empty. Fix: fill it in."
+
+
+def test_ckpt_path_checks_name_the_file(tmp_path):
+    from lifecycle.cli import check_checkpoint_file
+    from lifecycle.errors import MissingFileError
+
+    with pytest.raises(MissingFileError, match="no such file"):
+        check_checkpoint_file(str(tmp_path / "gone.ckpt"))
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(64, 64)}}, good)
+    check_checkpoint_file(str(good))
+    (tmp_path / "cut.ckpt").write_bytes(good.read_bytes()[:3000])
+    with pytest.raises(MissingFileError, match="cut.ckpt is not a readable checkpoint"):
+        check_checkpoint_file(str(tmp_path / "cut.ckpt"))
+    with pytest.raises(MissingFileError, match="holds: cut.ckpt, good.ckpt"):
+        check_checkpoint_file(str(tmp_path / "best.ckpt"))
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
+    check_checkpoint_file(str(legacy))
+
+
+@pytest.mark.slow
+def test_ckpt_path_last_skips_a_failed_run_without_checkpoint_and_clears_a_resumed_mark(
+    tmp_path, capsys
+):
+    from lifecycle.cli import main
+
+    small = ["--model.init_args.scheduler", "null", "--test_after_fit", "false",
+             "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]  # fmt: skip
+    main(_digits_args(tmp_path, *small, "--trainer.max_epochs", "1"))
+    run = tmp_path / "digits-classify"
+    assert (run / "version_0/checkpoints/last.ckpt").is_file()
+    # a later run failed before its first checkpoint, and the first one was marked failed
+    # (e.g. killed while testing): `last` resumes the first, and its success clears the mark
+    (run / "version_1").mkdir()
+    (run / "version_1/FAILED").write_text("lifecycle.errors.DataError\nbad rows\n")
+    (run / "version_0/FAILED").write_text("builtins.KeyboardInterrupt\n\n")
+    main(_digits_args(tmp_path, *small, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
+    assert not (run / "version_0/FAILED").exists()
+    assert (run / "version_1/FAILED").is_file() and not (run / "version_2").exists()
+    epochs = {r.split(",")[0] for r in (run / "version_0/metrics.csv").read_text().splitlines()[1:]}
+    assert epochs == {"0", "1"}
+
+
+def test_a_failed_clean_marks_its_folder_and_prints_the_short_message(tmp_path, capsys):
+    from lifecycle.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["clean", "--config", str(REPO / "recipes/fashion_mnist/clean.yaml"),
+              "--data.init_args.dataset", str(tmp_path / "no_images"),
+              "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lifecycle clean: error: Dataset ") and "no_images" in err
+    (failed,) = tmp_path.glob("fashion_mnist-clean/version_0/FAILED")
+    assert failed.read_text().startswith("lifecycle.data.datasets.DatasetNotFoundError\n")

@@ -164,7 +164,9 @@ def test_strategy_and_precision_presets_combine_with_a_recipe(fragment: Path, tm
             assert entry["init_params"].items() >= expected[1].items()
         else:
             module, cls = strategy["class_path"].rsplit(".", 1)
-            built = getattr(__import__(module, fromlist=[cls]), cls)(**strategy.get("init_args", {}))
+            built = getattr(__import__(module, fromlist=[cls]), cls)(
+                **strategy.get("init_args", {})
+            )
             assert type(built).__name__ == expected[0]
             assert {k: getattr(built, k) for k in expected[1]} == expected[1]
         return

@@ -158,3 +158,34 @@ def test_a_checkpoint_pickling_a_function_is_refused_and_one_pickling_classes_lo
         ClassificationModule.load_from_checkpoint(
             tmp_path / "function.ckpt", backbone=MLP(4, hidden=(3,))
         )
+
+
+class _RunsCode:
+    """Unpickling this object calls ``os.system``: what a hostile checkpoint would hold."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.command,)
+
+
+def test_a_ckpt_path_that_would_run_code_when_unpickled_is_refused_by_the_cli(
+    tmp_path, monkeypatch, capsys
+):
+    from lifecycle.cli import main
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    pwned = tmp_path / "PWNED"
+    torch.save({"state_dict": {}, "payload": _RunsCode(f"touch {pwned}")}, tmp_path / "evil.ckpt")
+    with pytest.raises(SystemExit) as exit_:
+        main(["test", "--config", str(REPO / "recipes/digits/classify.yaml"),
+              "--ckpt_path", str(tmp_path / "evil.ckpt"),
+              "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "evil.ckpt" in err and "posix.system" in err and "Traceback" not in err, err
+    assert not pwned.exists()

@@ -590,7 +590,9 @@ def load_csv(
     unknown = [c for c in features if c not in header]
     if unknown:
         raise DataValidationError(
-            f"{path}: feature column(s) {unknown} not found. Columns: {header}."
+            f"{path}: feature column(s) {unknown} not found. Columns: {header}. Fix: set "
+            f"`data.init_args.features` to columns of the file (or leave it out for all but the "
+            f"target)."
         )
     cols = [header.index(c) for c in features]
     t = header.index(target)

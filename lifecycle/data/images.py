@@ -290,7 +290,7 @@ class ImageClassificationDataModule(SplitDataModule):
             )
             manifest = {s: row for s, row in manifest.items() if s not in test_sources}
         kept, labels, weights = apply_manifest(
-            sources, self._class_names(data), manifest, self.dataset
+            sources, self._class_names(data), manifest, self.dataset, self.cleaned_manifest
         )
         train = Split(train.x[kept], labels, [sources[i] for i in kept], weights)
         log.warning(

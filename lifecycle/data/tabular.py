@@ -242,9 +242,14 @@ class TabularDataModule(SplitDataModule):
             if split is None:
                 continue
             check_not_empty(split, name)
-            check_finite(split.x, "features", split)
+            fix = (
+                "set `data.init_args.missing: drop` (or `median` / `mode`) to drop or fill rows "
+                "with empty or NaN cells, each listed in the run's data_issues.csv; Inf values "
+                "must be corrected in the file"
+            )
+            check_finite(split.x, "features", split, fix)
             if self.task == "regression":
-                check_finite(split.y, "targets", split)
+                check_finite(split.y, "targets", split, fix)
         train = data.train
         stratify = train.y if self.task == "classification" else None
         if data.test is None:

@@ -440,7 +440,9 @@ class TextClassificationDataModule(TextDataModule):
             or table.class_names
             or sorted(set(table.labels) | {row.label for row in manifest.values()})
         )
-        kept, labels, weights = apply_manifest(table.sources, names, manifest, self.dataset)
+        kept, labels, weights = apply_manifest(
+            table.sources, names, manifest, self.dataset, self.cleaned_manifest
+        )
         cleaned = table.keep(kept.tolist())
         relabeled = sum(names[c] != cleaned.labels[j] for j, c in enumerate(labels))
         cleaned.labels = [names[c] for c in labels]

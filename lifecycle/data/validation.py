@@ -18,14 +18,20 @@ def check_not_empty(split: Split | None, name: str, fix: str = "") -> None:
         )
 
 
-def check_finite(values: np.ndarray, what: str, split: Split) -> None:
-    """Raise when any row of ``values`` (features or targets) holds NaN or Inf."""
+def check_finite(
+    values: np.ndarray,
+    what: str,
+    split: Split,
+    fix: str = "remove or impute them (the cleaning stage can do it by policy)",
+) -> None:
+    """Raise when any row of ``values`` (features or targets) holds NaN or Inf; ``fix`` ends the
+    message."""
     flat = values.reshape(len(values), -1).astype(np.float64, copy=False)
     bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
     if len(bad):
         raise DataValidationError(
             f"{len(bad)} of {len(values)} rows have NaN or Inf {what}; the first is {split.source(int(bad[0]))}. "
-            "Fix: remove or impute them (the cleaning stage can do it by policy)."
+            f"Fix: {fix}."
         )
 
 

@@ -11,10 +11,18 @@
   shuts down, joins those threads first. No barrier: destroying a gloo group is not a collective,
   so a rank that failed cannot make the others hang.
 - :class:`FSDP2Strategy`: ``ModelParallelStrategy`` set up for fully sharded data parallelism
-  (all devices shard, no tensor parallelism) with the same clean exit, and rank 0's buffers
-  (BatchNorm statistics) given to every rank after each training step, as DDP does; the
-  toolkit's stages shard themselves in ``configure_model`` (:mod:`lifecycle.training.sharding`).
-  Runs on CPU.
+  (all devices shard, no tensor parallelism) with the same clean exit, and rank 0's
+  normalization statistics (BatchNorm running mean and variance) given to every rank after each
+  training step, as DDP does; the toolkit's stages shard themselves in ``configure_model``
+  (:mod:`lifecycle.training.sharding`). Runs on CPU. Destroying the group is not enough here:
+  ``destroy_process_group`` only forgets the groups in ``torch.distributed``'s tables, and a gloo
+  group's threads are joined by its destructor, when its last reference goes. The device mesh
+  (its ``_pg_registry``) and every FSDP2 unit (its mesh info) keep references as long as the
+  model lives, so the groups (the world group and the mesh's sub-groups) and their threads
+  outlived the exit handler and the same abort hit about one FSDP2 run in 20. At exit the
+  toolkit also drops those references (:func:`lifecycle.compat.release_process_group_references`)
+  so that the groups are freed, and their threads joined, before the interpreter shuts down
+  (``tests/training/test_distributed.py`` checks that no gloo thread is left at exit).
 - :class:`FSDPStrategy`: Lightning's FSDP1 (GPU only) with ``auto_wrap_policy: blocks`` by
   default: each block class of the model (``BertLayer`` and the like, see
   :func:`~lifecycle.training.sharding.shard_units`) becomes an FSDP unit.
@@ -25,16 +33,18 @@ from __future__ import annotations
 import atexit
 from typing import Any, Literal
 
+import torch
 from lightning.pytorch.strategies import DDPStrategy as _DDPStrategy
 from lightning.pytorch.strategies import FSDPStrategy as _FSDPStrategy
 from lightning.pytorch.strategies import ModelParallelStrategy
+from torch import nn
 
 _registered = False
 
 
 def destroy_process_group_at_exit() -> None:
-    """Destroy the default process group when Python exits (once per process), for backends
-    where Lightning does not (all but NCCL)."""
+    """Destroy the process groups when Python exits (once per process), for backends where
+    Lightning does not (all but NCCL), and free them (see the module docstring)."""
     global _registered
     import torch.distributed as dist
 
@@ -42,10 +52,19 @@ def destroy_process_group_at_exit() -> None:
         return
     if dist.get_backend() == "nccl":
         return  # Lightning registers it for NCCL itself
-    from lightning.fabric.utilities.distributed import _destroy_dist_connection
-
-    atexit.register(_destroy_dist_connection)
+    atexit.register(_destroy_and_free_process_groups)
     _registered = True
+
+
+def _destroy_and_free_process_groups() -> None:
+    import torch.distributed as dist
+
+    from lifecycle.compat import release_process_group_references
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    # only now: dropping a group's last reference joins its threads, with the GIL released
+    release_process_group_references()
 
 
 class DDPStrategy(_DDPStrategy):
@@ -96,17 +115,38 @@ class FSDP2Strategy(ModelParallelStrategy):
         return output
 
     def broadcast_buffers(self) -> None:
-        """Give every rank rank 0's buffers (BatchNorm running statistics) after each training
-        step, as DDP does before each one (``broadcast_buffers=True``): FSDP2 shards parameters
-        but leaves each rank its own buffers, so ranks would evaluate with different statistics
-        and a checkpoint would hold one rank's, and a resumed run would not be exact."""
+        """Give every rank rank 0's normalization statistics (BatchNorm running mean, variance
+        and batch count: :func:`normalization_statistics`) after each training step, as DDP
+        does before each one (``broadcast_buffers=True``): FSDP2 shards parameters but leaves
+        each rank its own buffers, so ranks would evaluate with different statistics, a
+        checkpoint would hold one rank's, and a resumed run would not be exact. Other buffers
+        are left alone: they may be each rank's own state, such as a distillation teacher's
+        cached logits for the records this rank saw."""
         import torch.distributed as dist
 
         if self.world_size < 2 or not dist.is_initialized():
             return
-        for buffer in self.lightning_module.buffers():
-            if not hasattr(buffer, "_local_tensor"):
-                dist.broadcast(buffer, src=0)
+        for buffer in normalization_statistics(self.lightning_module):
+            dist.broadcast(buffer, src=0)
+
+
+def normalization_statistics(module: nn.Module) -> list[torch.Tensor]:
+    """The buffers of ``module``'s normalization layers that track running statistics (those
+    with ``track_running_stats``: BatchNorm, SyncBatchNorm, InstanceNorm with
+    ``track_running_stats=True``, and users' layers that follow the same convention), each
+    once, sharded ones (DTensors) left out."""
+    from torch.distributed.tensor import DTensor
+
+    seen: set[int] = set()
+    found = []
+    for layer in module.modules():
+        if not getattr(layer, "track_running_stats", False):
+            continue
+        for buffer in layer.buffers(recurse=False):
+            if buffer is not None and id(buffer) not in seen and not isinstance(buffer, DTensor):
+                seen.add(id(buffer))
+                found.append(buffer)
+    return found
 
 
 class FSDPStrategy(_FSDPStrategy):

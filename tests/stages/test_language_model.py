@@ -304,7 +304,9 @@ def test_a_masked_lm_run_killed_mid_epoch_resumes_to_the_same_losses(corpus, tmp
 @pytest.mark.parametrize(
     "module, mlm", [(MaskedLMPretrainingModule, True), (CausalLMPretrainingModule, False)]
 )
-def test_padded_evaluation_rows_count_for_neither_loss_nor_perplexity(module, mlm, corpus, tmp_path):
+def test_padded_evaluation_rows_count_for_neither_loss_nor_perplexity(
+    module, mlm, corpus, tmp_path
+):
     """A sharded evaluation loader pads each rank to the same steps (``batch["padding"]``); the
     padded copies must leave the validation loss and perplexity as without them."""
     data = corpus_data(corpus, mlm)

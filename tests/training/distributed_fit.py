@@ -2,19 +2,25 @@
 
 ``python tests/training/distributed_fit.py --strategy ddp|fsdp2|single --out DIR [...]``: an MLP
 on the digits, SGD without dropout or BatchNorm, so one device with a global batch of ``2 x B``
-and two ranks with ``B`` each take the very same steps. Every rank writes ``rank<N>.json``: its
+and two ranks with ``B`` each take the very same steps (``--batch-norm`` adds BatchNorm, for
+the buffer tests). Every rank writes ``rank<N>.json``: its
 per-step losses, the bytes of parameters and optimizer state it holds, a checksum of the full
-weights, and what GradientHealth reported.
+weights, and what GradientHealth reported. With ``--report-threads`` each rank also writes
+``threads<N>.json`` at interpreter exit, after the strategy's exit handler ran: the names of the
+threads still alive (gloo's workers are ``pt_gloo_runloop``).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import os
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
 
 from lifecycle.data import ImageClassificationDataModule
 from lifecycle.models import MLP
@@ -49,11 +55,39 @@ class NaNAt(L.Callback):
             weight.grad.mul_(float("nan"))
 
 
-def main() -> None:
+class RankState(L.Callback):
+    """Fill the module's ``rank_state`` buffer with this rank's own value (rank + 1) before
+    training, and add to it at each step: state that is each rank's alone."""
+
+    def on_train_start(self, trainer, pl_module):
+        pl_module.rank_state.fill_(trainer.global_rank + 1)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        pl_module.rank_state.add_(trainer.global_rank + 1)
+
+
+def report_threads_at_exit(out: Path, rank: list[int]) -> None:
+    """Registered before the Trainer exists, so it runs after the strategy's exit handler."""
+
+    def report():
+        tasks = Path("/proc/self/task")
+        names = sorted((tasks / t / "comm").read_text().strip() for t in os.listdir(tasks))
+        (out / f"threads{rank[0]}.json").write_text(json.dumps(names))
+
+    atexit.register(report)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "--strategy", choices=["single", "ddp", "fsdp2", "lightning-ddp"], required=True,
-        help="lightning-ddp: Lightning's own DDPStrategy, without the toolkit's clean exit",
+        "--strategy", choices=["single", "ddp", "fsdp2", "lightning-ddp", "lightning-fsdp2"],
+        required=True, help="lightning-ddp, lightning-fsdp2: Lightning's own DDPStrategy and "
+        "ModelParallelStrategy, without the toolkit's clean exit",
+    )  # fmt: skip
+    parser.add_argument("--report-threads", action="store_true")
+    parser.add_argument(
+        "--batch-norm", action="store_true",
+        help="BatchNorm after each layer, and a buffer that holds each rank's own value",
     )  # fmt: skip
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=20)
@@ -74,12 +108,21 @@ def main() -> None:
         "--distill", action="store_true",
         help="distil a fixed MLP teacher (with a feature adapter) into the model",
     )  # fmt: skip
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     L.seed_everything(0)
     ranks = 1 if args.strategy == "single" else 2
-    strategy = {"single": "auto", "ddp": DDPStrategy(), "fsdp2": FSDP2Strategy(),
-                "lightning-ddp": "ddp"}[args.strategy]  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank = [0]
+    if args.report_threads:
+        report_threads_at_exit(out, rank)
+    strategy = {
+        "single": lambda: "auto", "ddp": DDPStrategy, "fsdp2": FSDP2Strategy,
+        "lightning-ddp": lambda: "ddp",
+        "lightning-fsdp2": lambda: ModelParallelStrategy(data_parallel_size=2,
+                                                         tensor_parallel_size=1),
+    }[args.strategy]()  # fmt: skip
     optimizer = {
         "sgd": lambda p: torch.optim.SGD(p, lr=0.05),
         "adam": lambda p: torch.optim.Adam(p, lr=1e-3),
@@ -95,8 +138,9 @@ def main() -> None:
         )  # fmt: skip
     else:
         model = ClassificationModule(
-            MLP(in_features=64, hidden=args.hidden), num_classes=10, optimizer=optimizer
-        )
+            MLP(in_features=64, hidden=args.hidden, batch_norm=args.batch_norm),
+            num_classes=10, optimizer=optimizer,
+        )  # fmt: skip
     if args.freeze_first:
         for p in model.backbone.layers[1].parameters():
             p.requires_grad = False
@@ -106,6 +150,9 @@ def main() -> None:
     )
     record, health = Record(), GradientHealth(log_every_n_steps=1)
     callbacks = [record, health] + ([NaNAt(args.nan_at)] if args.nan_at is not None else [])
+    if args.batch_norm:
+        model.register_buffer("rank_state", torch.zeros(3))
+        callbacks.append(RankState())
     if args.finetune:
         from lifecycle.training.finetuning import DiscriminativeLR, FreezeUnfreeze
 
@@ -123,6 +170,7 @@ def main() -> None:
         limit_train_batches=args.epoch_steps,
     )  # fmt: skip
     trainer.fit(model, datamodule=dm)
+    rank[0] = trainer.global_rank
     params = list(model.parameters())
     state = [
         t
@@ -144,6 +192,13 @@ def main() -> None:
         "sharded": any(hasattr(p, "_local_tensor") for p in params),
         "events": health.events,
     }
+    if args.batch_norm:
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        result["norm_statistics"] = [
+            [m.running_mean.tolist(), m.running_var.tolist(), int(m.num_batches_tracked)]
+            for m in norms
+        ]
+        result["rank_state"] = model.rank_state.tolist()
     if args.distill:
         teacher_state = model.teacher.state_dict()
         result["teacher_unchanged"] = all(
@@ -155,8 +210,6 @@ def main() -> None:
         result["adapter_sharded"] = any(
             hasattr(p, "_local_tensor") for p in model.adapters.parameters()
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(result))
 
 

@@ -89,7 +89,11 @@ def read_manifest(path: str | Path) -> dict[str, ManifestRow]:
 
 
 def apply_manifest(
-    sources: list[str], class_names: list[str], manifest: dict[str, ManifestRow], where: str
+    sources: list[str],
+    class_names: list[str],
+    manifest: dict[str, ManifestRow],
+    where: str,
+    path: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Match a dataset's records to a manifest.
 
@@ -98,6 +102,7 @@ def apply_manifest(
         class_names: the classes labels are indices into.
         manifest: from :func:`read_manifest`.
         where: the dataset, for messages.
+        path: the manifest file, for messages.
 
     Returns:
         ``(kept, labels, weights)``: indices of the records to keep, their class indices and weights.
@@ -108,9 +113,10 @@ def apply_manifest(
     """
     position = {source: i for i, source in enumerate(sources)}
     unknown = [s for s in manifest if s not in position]
+    named = f"The cleaned manifest {path}" if path is not None else "The cleaned manifest"
     if unknown:
         raise DataValidationError(
-            f"The cleaned manifest lists {len(unknown)} records that {where} does not hold; the "
+            f"{named} lists {len(unknown)} records that {where} does not hold; the "
             f"first is {unknown[0]!r} (its records look like {sources[0]!r}). Fix: use the "
             "manifest that `lifecycle clean` wrote for this dataset, with the same loading "
             "options."
@@ -119,8 +125,7 @@ def apply_manifest(
     bad = sorted({row.label for row in manifest.values() if row.label not in index})
     if bad:
         raise DataValidationError(
-            f"The cleaned manifest has labels {bad} that are not classes of {where} "
-            f"({', '.join(class_names)})."
+            f"{named} has labels {bad} that are not classes of {where} ({', '.join(class_names)})."
         )
     kept = np.array(sorted(position[s] for s in manifest), dtype=np.int64)
     labels = np.array([index[manifest[sources[i]].label] for i in kept], dtype=np.int64)
