@@ -123,3 +123,15 @@ def test_readme_lifecycle_command_runs(command, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     if recipe.get("test_after_fit"):
         assert list(tmp_path.rglob("metrics.json")), "the recipe's final test wrote no metrics.json"
+
+
+def test_the_error_the_readme_shows_is_the_one_the_command_prints(tmp_path, capsys):
+    from lifecycle.cli import main
+
+    command, shown = re.search(
+        r"^\$ (lifecycle .+)\n(lifecycle \w+: error: .+)$", README, re.M
+    ).groups()
+    with pytest.raises(SystemExit) as exit_:
+        main([*shlex.split(command)[1:], "--trainer.default_root_dir", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == shown

@@ -267,28 +267,12 @@ class ImageClassificationDataModule(SplitDataModule):
     def _apply_manifest(self, data: LoadedDataset) -> LoadedDataset:
         """The manifest's records, labels and weights for ``data.train``; ``data.test`` stays
         as it is (a manifest's rows that name test records are ignored, with a warning)."""
-        from lifecycle.data.cleaning.manifest import apply_manifest, read_manifest, unaccounted
+        from lifecycle.data.cleaning.manifest import apply_manifest, manifest_for_training
 
         train = data.train
         sources = train.names()
-        manifest = read_manifest(self.cleaned_manifest)
-        unseen = unaccounted(sources, manifest, self.cleaned_manifest)
-        if unseen:
-            log.warning(
-                f"{self.dataset}: {len(unseen)} training images are neither in the cleaned "
-                f"manifest nor in its removed.csv (first: {unseen[0]}), so they are left out: the "
-                "cleaning run did not see them (it cleaned a `subset`, or held out another test "
-                "split). Fix: clean with this run's `seed` and `test_fraction`."
-            )
         test_sources = set(data.test.names()) if data.test is not None else set()
-        ignored = [s for s in manifest if s in test_sources]
-        if ignored:
-            log.warning(
-                f"{self.dataset}: the cleaned manifest lists {len(ignored)} test records (first: "
-                f"{ignored[0]}); the test split is kept as in the original data, so their rows "
-                "are ignored."
-            )
-            manifest = {s: row for s, row in manifest.items() if s not in test_sources}
+        manifest = manifest_for_training(self.cleaned_manifest, sources, test_sources, self.dataset)
         kept, labels, weights = apply_manifest(
             sources, self._class_names(data), manifest, self.dataset, self.cleaned_manifest
         )

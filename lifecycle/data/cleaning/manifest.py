@@ -16,12 +16,15 @@ DataModule given ``cleaned_manifest: path`` applies it with :func:`apply_manifes
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lifecycle.data.datasets import DatasetNotFoundError, DataValidationError
+
+log = logging.getLogger(__name__)
 
 FIELDS = ("source", "label", "weight", "original_label")
 
@@ -146,3 +149,29 @@ def unaccounted(
     with open(removed_csv, newline="", encoding="utf-8") as f:
         removed = {row["source"] for row in csv.DictReader(f) if row.get("source")}
     return [s for s in sources if s not in manifest and s not in removed]
+
+
+def manifest_for_training(
+    path: str | Path, train_sources: list[str], test_sources: set[str], dataset: str
+) -> dict[str, ManifestRow]:
+    """Read the manifest at ``path`` for the training records ``train_sources``: the rows that
+    name test records are left out (the test split stays as in the original data), and both
+    those rows and the training records the cleaning run never saw (:func:`unaccounted`) are
+    reported with a warning naming the first and the fix."""
+    manifest = read_manifest(path)
+    unseen = unaccounted(train_sources, manifest, path)
+    if unseen:
+        log.warning(
+            f"{dataset}: {len(unseen)} training records are neither in the cleaned manifest nor "
+            f"in its removed.csv (first: {unseen[0]}), so they are left out: the cleaning run "
+            "did not see them (it cleaned a `subset`, or held out another test split). Fix: "
+            "clean with this run's `seed` and `test_fraction`."
+        )
+    ignored = [s for s in manifest if s in test_sources]
+    if ignored:
+        log.warning(
+            f"{dataset}: the cleaned manifest lists {len(ignored)} test records (first: "
+            f"{ignored[0]}); the test split is kept as in the original data, so their rows are "
+            "ignored."
+        )
+    return {s: row for s, row in manifest.items() if s not in test_sources}
