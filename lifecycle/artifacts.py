@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lifecycle.errors import ConfigError, MissingFileError
+from lifecycle.errors import ConfigError, MissingFileError, UnsafeLoadError
 
 log = logging.getLogger(__name__)
 
@@ -309,8 +309,6 @@ def check_spec(
         UnsafeLoadError: a ``class_path`` names something else.
         ImportError: a ``class_path`` cannot be imported.
     """
-    from lifecycle.errors import UnsafeLoadError
-
     if isinstance(config, list | tuple):
         for i, item in enumerate(config):
             check_spec(item, source, allowed, loaders, f"{field}[{i}]")
@@ -357,8 +355,6 @@ def check_checkpoint(path: str | Path, base: type | None = None) -> dict:
         MissingFileError: no file at ``path``.
     """
     import lightning as L
-
-    from lifecycle.errors import MissingFileError, UnsafeLoadError
 
     path = Path(path)
     if not path.is_file():
@@ -409,22 +405,20 @@ def checkpoint_globals(path: str | Path) -> list[type]:
     """
     from torch.serialization import get_unsafe_globals_in_checkpoint
 
-    from lifecycle.errors import UnsafeLoadError
-
-    found, refused = [], []
+    allowed, found, refused = checkpoint_classes(), [], []
     for name in sorted(set(get_unsafe_globals_in_checkpoint(str(path)))):
         try:
             obj = resolve_import_path(name)
         except ImportError:
             obj = None
-        if isinstance(obj, type) and issubclass(obj, checkpoint_classes()):
+        if isinstance(obj, type) and issubclass(obj, allowed):
             found.append(obj)
         else:
             refused.append(name)
     if refused:
         raise UnsafeLoadError(
             f"{path} pickles {refused}, which are not subclasses of "
-            f"{_allowed_names(checkpoint_classes())}: unpickling them could run code, so the "
+            f"{_allowed_names(allowed)}: unpickling them could run code, so the "
             "file was refused before anything ran. Fix: build the module from a recipe or give "
             "classes (not functools.partial or functions) as its arguments; load the file with "
             "weights_only=False only if you wrote it yourself."
