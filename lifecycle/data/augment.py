@@ -247,7 +247,7 @@ def preview(datamodule, samples: int = 8, views: int = 5, split: str = "train"):
     from matplotlib.figure import Figure
 
     datamodule.setup("fit")
-    dataset = datamodule._datasets[split]
+    dataset = datamodule.split_dataset(split)
     labels = datamodule.splits[split].y
     names = datamodule.class_names or [str(c) for c in sorted(set(labels))]
     first = [int(np.flatnonzero(labels == c)[0]) for c in sorted(set(labels.tolist()))]

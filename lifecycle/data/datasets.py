@@ -12,13 +12,18 @@ the dataset's known system location. No network is used. When none holds the fil
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
+import hashlib
 import importlib.util
 import logging
 import os
+import tempfile
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,6 +41,20 @@ class DatasetNotFoundError(MissingFileError):
 
 class DataValidationError(DataError):
     """The data is malformed; the message names the count and the first offending row or file."""
+
+
+class DataIssue(NamedTuple):
+    """One record that was left out or changed, and why (written to ``data_issues.csv``).
+
+    ``reason`` is the kind of problem (issues are counted by it); ``detail`` says more about this
+    one record (e.g. which record it duplicates). Defined here, beside the loaders that list
+    the records they skip; :mod:`lifecycle.data.validation` re-exports it.
+    """
+
+    source: str
+    reason: str
+    action: str
+    detail: str = ""
 
 
 @dataclass
@@ -125,8 +144,82 @@ FASHION_MNIST_SYSTEM = [Path("/usr/share/datasets/fashion-mnist")]
 FASHION_MNIST_INSTALL = "sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist"
 
 
+# --------------------------------------------------------------------------- decoded-array cache
+DECODE_CACHE_VERSION = 1
+"""Bump when a decoder's output changes: older files in the on-disk cache are then ignored."""
+
+
+def decode_cache_dir() -> Path:
+    """Where decoded built-in datasets are kept between processes: ``<cache_root()>/decoded``
+    (``$LIFECYCLE_CACHE/decoded`` or ``~/.cache/lifecycle/decoded``)."""
+    return cache_root() / "decoded"
+
+
+def _decode(path: Path, kind: str) -> dict[str, np.ndarray]:
+    if kind == "idx":
+        return {"x": _read_idx(path)}
+    if kind == "mnist-5k":
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+        return {
+            "x": table[:, :784].reshape(-1, 28, 28, 1).clip(0, 255).astype(np.uint8),
+            "y": table[:, 784].astype(np.int64),
+        }
+    raise ValueError(f"unknown decoder {kind!r}")
+
+
+def _disk_cached(path: Path, size: int, mtime_ns: int, kind: str) -> dict[str, np.ndarray]:
+    """``_decode(path, kind)``, read from the on-disk cache when an entry for this very file
+    (path, size, modification time) is there, else decoded and stored. A cache that cannot be
+    read or written (a read-only home) only costs the decode."""
+    key = f"{path}|{size}|{mtime_ns}|{kind}|{DECODE_CACHE_VERSION}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    entry = decode_cache_dir() / f"{path.name}.{digest}.npz"
+    try:
+        with np.load(entry, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        pass  # not there yet, or a torn or foreign file: decode again (and replace it)
+    arrays = _decode(path, kind)
+    tmp = None
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        # written aside, then renamed: a concurrent reader never sees half a file
+        with tempfile.NamedTemporaryFile(dir=entry.parent, suffix=".tmp", delete=False) as tmp:
+            np.savez(tmp, **arrays)
+        os.replace(tmp.name, entry)
+    except OSError as err:
+        log.debug(f"Not caching the decoded {path} in {entry.parent}: {err}")
+        if tmp is not None:
+            Path(tmp.name).unlink(missing_ok=True)
+    return arrays
+
+
+@functools.lru_cache(maxsize=16)
+def _memory_cached(path: str, size: int, mtime_ns: int, kind: str) -> dict[str, np.ndarray]:
+    arrays = _disk_cached(Path(path), size, mtime_ns, kind)
+    for array in arrays.values():
+        array.flags.writeable = False  # the process's one decoded copy: callers get copies
+    return arrays
+
+
+def decoded(path: Path, kind: str) -> dict[str, np.ndarray]:
+    """The arrays decoded from the built-in dataset file ``path`` (``kind``: ``"idx"`` or
+    ``"mnist-5k"``), decoded once per process and kept on disk between processes (see
+    :func:`decode_cache_dir`), keyed by the file's path, size and modification time so a
+    changed file is decoded again. Each call gets its own copies (a few milliseconds next to
+    the decode), so no caller can change what the next one reads."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    cached = _memory_cached(str(path), stat.st_size, stat.st_mtime_ns, kind)
+    return {name: array.copy() for name, array in cached.items()}
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format), gzipped or not."""
+    """Read an IDX file (the MNIST format), gzipped or not (decoded once: see :func:`decoded`)."""
+    return decoded(path, "idx")["x"]
+
+
+def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rb") as f:
         data = f.read()
@@ -175,9 +268,8 @@ def load_mnist_5k(data_dir: str | None = None) -> LoadedDataset:
     root = _first_with(places, [MNIST_5K_FILE])
     if root is None:
         raise _not_found("mnist-5k", places, [MNIST_5K_FILE], MNIST_5K_INSTALL)
-    table = np.loadtxt(root / MNIST_5K_FILE, delimiter=",", dtype=np.float32)
-    x = table[:, :784].reshape(-1, 28, 28, 1).clip(0, 255).astype(np.uint8)
-    y = table[:, 784].astype(np.int64)
+    arrays = decoded(root / MNIST_5K_FILE, "mnist-5k")
+    x, y = arrays["x"], arrays["y"]
     names = [f"mnist-5k[{i}]" for i in range(len(y))]
     return LoadedDataset("mnist-5k", Split(x, y, names), None, [str(i) for i in range(10)])
 
@@ -315,7 +407,7 @@ def read_images(
             ``skipped``: 1 when most are grey; each converted image is listed).
         where: the folder, for error messages.
         skipped: ``None`` raises on an unreadable image or a size that differs from the others;
-            a list collects them instead as :class:`~lifecycle.data.validation.DataIssue` (the
+            a list collects them instead as :class:`DataIssue` (the
             unreadable ones are skipped and removed from ``paths``; the others are resized to
             the most common size).
 
@@ -323,8 +415,6 @@ def read_images(
         DataValidationError: an image cannot be decoded, or sizes differ and no ``image_size`` is set.
     """
     from PIL import Image, UnidentifiedImageError
-
-    from lifecycle.data.validation import DataIssue
 
     decoded, kept = [], []
     for path in paths:
@@ -500,8 +590,6 @@ def _as_image_array(
                     f"{where}: {len(bad)} images hold NaN or Inf values; the first is row {bad[0]}. "
                     "Fix: remove them (`lifecycle clean` lists and skips them)."
                 )
-            from lifecycle.data.validation import DataIssue
-
             skipped += [
                 DataIssue(
                     sources[i] if sources else f"{where}[{i}]", "NaN or Inf pixels", "dropped"

@@ -19,10 +19,14 @@ from lifecycle.data.augment import (
     pipeline_from_dict,
     pipeline_to_dict,
 )
+from lifecycle.data.cleaning.manifest import apply_manifest, manifest_for_training
+from lifecycle.data.cleaning.records import CleaningRecords
 from lifecycle.data.datasets import LoadedDataset, Split, image_files, load_dataset, read_images
 from lifecycle.data.loading import SplitDataModule
 from lifecycle.data.splits import UNLABELED, labeled_and_rest, split_indices
 from lifecycle.data.validation import check_labels, check_not_empty
+from lifecycle.errors import ConfigError
+from lifecycle.interfaces import DataNeeds
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +271,6 @@ class ImageClassificationDataModule(SplitDataModule):
     def _apply_manifest(self, data: LoadedDataset) -> LoadedDataset:
         """The manifest's records, labels and weights for ``data.train``; ``data.test`` stays
         as it is (a manifest's rows that name test records are ignored, with a warning)."""
-        from lifecycle.data.cleaning.manifest import apply_manifest, manifest_for_training
-
         train = data.train
         sources = train.names()
         test_sources = set(data.test.names()) if data.test is not None else set()
@@ -291,8 +293,6 @@ class ImageClassificationDataModule(SplitDataModule):
         of its own, the test images are held out of the original data first, exactly as
         :meth:`setup` holds them out, so cleaning never changes them (they are only checked
         for copies in the training images)."""
-        from lifecycle.data.cleaning.records import CleaningRecords
-
         skipped: list = []
         data = self.load(skipped=skipped)
         class_names = self._class_names(data)
@@ -308,10 +308,14 @@ class ImageClassificationDataModule(SplitDataModule):
 
     def use_fold(self, records, train_idx: np.ndarray, val_idx: np.ndarray) -> None:
         """Serve ``records[train_idx]`` as the training split and ``records[val_idx]`` as the
-        validation split (K-fold training in the cleaning stage)."""
-        make = lambda idx: Split(  # noqa: E731
-            records.items[idx], records.labels[idx], [records.sources[i] for i in idx]
-        )
+        validation split (K-fold training in the cleaning stage). The cleaning stage hands over
+        the fold model's :class:`~lifecycle.interfaces.DataNeeds` first
+        (:meth:`apply_data_needs`), so a pretrained backbone's normalization applies here."""
+
+        def make(idx) -> Split:
+            fold = records.take(idx)
+            return Split(fold.items, fold.labels, fold.sources)
+
         self.splits = {"train": make(train_idx), "val": make(val_idx)}
         self.class_names = list(records.class_names)
         self.num_classes = len(self.class_names)
@@ -332,25 +336,41 @@ class ImageClassificationDataModule(SplitDataModule):
         )
         self.mean, self.std = mean.tolist(), std.tolist()
 
-    def use_normalization(self, mean: list[float], std: list[float], source: str = "") -> None:
-        """Normalize with ``mean``/``std`` (e.g. a pretrained backbone's) instead of the statistics
-        computed on this data; ones set explicitly in the config are kept, with a warning when
-        they differ."""
+    def apply_data_needs(self, needs: DataNeeds) -> None:
+        """Take a stage's needs into account before the datasets are built (called at the start
+        of :meth:`setup`, and by the cleaning stage before :meth:`use_fold`).
+
+        ``needs.mean``/``needs.std`` (a pretrained backbone's normalization) replace the
+        statistics this data would compute; a normalization set in the config is kept, with a
+        warning when it differs. A teacher tokenizer means nothing to images and is ignored.
+
+        Raises:
+            ConfigError: the datasets were already built with another normalization (the
+                DataModule was set up before the stage's needs were known).
+        """
+        if needs.mean is None:
+            return
+        source = needs.normalization_source or "the backbone"
+        mean, std = list(needs.mean), list(needs.std)
         if self.hparams.get("mean") is not None or self.hparams.get("std") is not None:
             if not (np.allclose(self.mean, mean) and np.allclose(self.std, std)):
                 log.warning(
                     f"The data's configured normalization (mean {self.mean}, std {self.std}) "
-                    f"differs from the one {source or 'the backbone'} was trained with (mean "
-                    f"{mean}, std {std}); keeping the configured one."
+                    f"differs from the one {source} was trained with (mean {mean}, std "
+                    f"{std}); keeping the configured one."
                 )
             return
         if self.mean is not None and np.allclose(self.mean, mean) and np.allclose(self.std, std):
             return
-        log.info(f"Normalizing with mean {mean}, std {std} from {source or 'the backbone'}.")
-        self.mean, self.std = list(mean), list(std)
-        if self.splits:
-            self._build_datasets()
-            self._write_transforms()
+        if self.split_datasets_built():
+            raise ConfigError(
+                f"{type(self).__name__} was set up (normalized with mean {self.mean}, std "
+                f"{self.std}) before the stage asked for the normalization {source} was trained "
+                f"with (mean {mean}, std {std}). Fix: give the stage a DataModule that is not set "
+                f"up yet, or set `data.init_args.mean: {mean}` and `data.init_args.std: {std}`."
+            )
+        log.info(f"Normalizing with mean {mean}, std {std} from {source}.")
+        self.mean, self.std = mean, std
 
     def _write_transforms(self) -> None:
         """The resolved pipelines and normalization as ``transforms.json`` in the run folder."""
@@ -363,6 +383,7 @@ class ImageClassificationDataModule(SplitDataModule):
         return Path(self.dataset).expanduser().is_dir()
 
     def setup(self, stage: str | None = None) -> None:
+        self.apply_stage_needs()
         if self.splits:
             return
         # files the cleaning run found unreadable are not in the manifest: skip them here too

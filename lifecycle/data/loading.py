@@ -12,6 +12,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from lifecycle.data.datasets import Split
+from lifecycle.errors import ConfigError
+from lifecycle.interfaces import DataNeeds, stage_data_needs, trainer_stage
 
 
 def collate_batch(batch):
@@ -206,6 +208,10 @@ class SplitDataModule(L.LightningDataModule):
 
     Subclasses set ``batch_size`` (an int or ``"full"``), ``num_workers`` and ``seed``; predict
     uses the ``predict`` dataset when there is one, else the test split.
+
+    Data flows one way: a subclass's ``setup`` starts with :meth:`apply_stage_needs`, which
+    hands the Trainer's stage's :class:`~lifecycle.interfaces.DataNeeds` to
+    :meth:`apply_data_needs` before any dataset is built, so the datasets are built once.
     """
 
     batch_size: int | str
@@ -217,6 +223,41 @@ class SplitDataModule(L.LightningDataModule):
         self.splits: dict[str, Split] = {}
         self._datasets: dict[str, Dataset] = {}
         self._predict_sources: list[str] | None = None
+
+    def apply_data_needs(self, needs: DataNeeds) -> None:
+        """Meet a stage's :class:`~lifecycle.interfaces.DataNeeds` (see
+        :class:`~lifecycle.interfaces.AcceptsDataNeeds`). This default accepts empty needs
+        and refuses any other: a DataModule that cannot normalize images or tokenize for a
+        teacher must say so rather than train on data in the wrong form. DataModules that can
+        meet needs override it.
+
+        Raises:
+            ConfigError: ``needs`` asks for something this DataModule cannot do.
+        """
+        wanted = []
+        if needs.mean is not None:
+            wanted.append(
+                f"images normalized as {needs.normalization_source or 'the backbone'} was "
+                f"trained (mean {list(needs.mean)}, std {list(needs.std)})"
+            )
+        if needs.teacher_tokenizer is not None:
+            wanted.append("texts tokenized with a teacher's own tokenizer")
+        if wanted:
+            raise ConfigError(
+                f"The stage needs {' and '.join(wanted)}, which {type(self).__name__} cannot "
+                "give. Fix: use a backbone and stage that fit this data (e.g. a backbone not "
+                "pretrained on images for tables), or a DataModule of the data the stage needs."
+            )
+
+    def apply_stage_needs(self) -> None:
+        """:meth:`apply_data_needs` with the needs of the stage of the Trainer this DataModule
+        is attached to (nothing without a Trainer); what every subclass's ``setup`` does
+        first, before it builds a dataset."""
+        self.apply_data_needs(stage_data_needs(trainer_stage(self)))
+
+    def split_datasets_built(self) -> bool:
+        """Whether ``setup`` (or ``use_fold``) has built any dataset yet."""
+        return bool(self._datasets)
 
     def _run_dir(self) -> Path | None:
         """The run folder (the Trainer's logger's), on the process that writes files; ``None``

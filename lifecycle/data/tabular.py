@@ -10,11 +10,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lifecycle.data.datasets import DataValidationError, LoadedDataset, Split, load_dataset
+from lifecycle.data.datasets import (
+    DataIssue,
+    DataValidationError,
+    LoadedDataset,
+    Split,
+    load_dataset,
+)
 from lifecycle.data.loading import SplitDataModule
 from lifecycle.data.splits import split_indices
 from lifecycle.data.validation import (
-    DataIssue,
     check_finite,
     check_labels,
     check_not_empty,
@@ -72,9 +77,15 @@ class TabularDataModule(SplitDataModule):
             ``data_issues.csv``.
         seed: seed of the splits.
 
+    A stage's :class:`~lifecycle.interfaces.DataNeeds` must be empty: a pretrained image
+    backbone's normalization or a teacher's tokenizer cannot apply to feature columns, so
+    :meth:`apply_data_needs` (SplitDataModule's) refuses them with a ``ConfigError`` instead
+    of ignoring them (features are standardized by ``standardize`` alone).
+
     Raises:
         DataValidationError: NaN/Inf features or targets (with ``missing: error``; Inf always),
             labels out of range, empty splits — each naming the count and the first offending row.
+        ConfigError: the stage needs the data in a form tables cannot take (see above).
     """
 
     def __init__(
@@ -220,6 +231,9 @@ class TabularDataModule(SplitDataModule):
         return data
 
     def setup(self, stage: str | None = None) -> None:
+        # refuses a stage's image normalization or teacher tokenizer (SplitDataModule's
+        # apply_data_needs): features are standardized by `standardize`, never by a backbone
+        self.apply_stage_needs()
         if self.splits:
             return
         data = self.load()

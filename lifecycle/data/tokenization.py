@@ -14,9 +14,19 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from lifecycle.errors import ConfigError, DataError, MissingFileError
+from lifecycle.packaged import resolve_model_folder
 
 TokenizerAlgorithm = Literal["wordpiece", "bpe"]
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -60,16 +70,6 @@ def train_tokenizer(
     Returns:
         The tokenizer, with ``pad_token`` ``[PAD]`` (id 0), ``unk``, ``cls``, ``sep`` and ``mask`` set.
     """
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-
     if algorithm not in ("wordpiece", "bpe"):
         raise ConfigError(f"`tokenizer` algorithm must be 'wordpiece' or 'bpe', got {algorithm!r}.")
     if vocab_size <= len(SPECIAL_TOKENS):
@@ -119,7 +119,7 @@ def train_tokenizer(
 
 def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
     """A Hugging Face tokenizer saved in a local folder (``save_pretrained`` output), or a
-    packaged model's by name (``all-MiniLM-L6-v2``: see :mod:`lifecycle.models.packaged`). No
+    packaged model's by name (``all-MiniLM-L6-v2``: see :mod:`lifecycle.packaged`). No
     network is used.
 
     A tokenizer without a padding token gets its end-of-text token as padding (GPT-2 style).
@@ -130,10 +130,6 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
             and says what transformers found wrong).
         ConfigError: the tokenizer has neither a pad nor an end-of-text token.
     """
-    from transformers import AutoTokenizer
-
-    from lifecycle.models.packaged import resolve_model_folder
-
     folder = resolve_model_folder(path)
     if not folder.is_dir():
         raise MissingFileError(

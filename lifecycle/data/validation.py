@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
-from lifecycle.data.datasets import DataValidationError, Split
+from lifecycle.data.datasets import DataIssue, DataValidationError, Split
+
+__all__ = [
+    "DataIssue",  # re-exported: defined beside the loaders that list skipped records
+    "check_finite",
+    "check_labels",
+    "check_not_empty",
+    "summarize_issues",
+    "write_issues",
+]
 
 
 def check_not_empty(split: Split | None, name: str, fix: str = "") -> None:
@@ -58,19 +66,6 @@ def check_labels(split: Split, num_classes: int, name: str) -> None:
             f"{int(y[bad[0]])} at {split.source(int(bad[0]))}. Fix: labels must be 0..{num_classes - 1}, "
             "or give `class_names` / a `num_classes` that covers them."
         )
-
-
-class DataIssue(NamedTuple):
-    """One record that was left out or changed, and why (written to ``data_issues.csv``).
-
-    ``reason`` is the kind of problem (issues are counted by it); ``detail`` says more about this
-    one record (e.g. which record it duplicates).
-    """
-
-    source: str
-    reason: str
-    action: str
-    detail: str = ""
 
 
 def write_issues(issues: list[DataIssue], path: Path) -> Path:

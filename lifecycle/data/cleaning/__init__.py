@@ -3,31 +3,40 @@ confident learning on out-of-fold probabilities from K-fold Lightning training.
 
 ``lifecycle clean --config recipes/<dataset>/clean.yaml`` runs :class:`DataCleaner`; DataModules
 take its ``manifest.csv`` as ``cleaned_manifest``.
+
+This package only re-exports; nothing inside :mod:`lifecycle` imports it (modules import the
+defining submodule). The names are loaded on first use (:pep:`562`), so a DataModule that reads
+a manifest (:mod:`lifecycle.data.cleaning.manifest`) does not load the whole stage with it.
 """
 
-from lifecycle.data.cleaning.duplicates import (
-    exact_duplicates,
-    near_duplicate_image_pairs,
-    near_duplicate_text_pairs,
-)
-from lifecycle.data.cleaning.kfold import out_of_fold_probabilities
-from lifecycle.data.cleaning.label_issues import LabelIssues, find_label_issues
-from lifecycle.data.cleaning.manifest import apply_manifest, read_manifest, write_manifest
-from lifecycle.data.cleaning.records import CleaningRecords
-from lifecycle.data.cleaning.stage import CleaningResult, DataCleaner, Finding
+import importlib
 
-__all__ = [
-    "CleaningRecords",
-    "CleaningResult",
-    "DataCleaner",
-    "Finding",
-    "LabelIssues",
-    "apply_manifest",
-    "exact_duplicates",
-    "find_label_issues",
-    "near_duplicate_image_pairs",
-    "near_duplicate_text_pairs",
-    "out_of_fold_probabilities",
-    "read_manifest",
-    "write_manifest",
-]
+_EXPORTS = {
+    "exact_duplicates": "lifecycle.data.cleaning.duplicates",
+    "near_duplicate_image_pairs": "lifecycle.data.cleaning.duplicates",
+    "near_duplicate_text_pairs": "lifecycle.data.cleaning.duplicates",
+    "out_of_fold_probabilities": "lifecycle.data.cleaning.kfold",
+    "LabelIssues": "lifecycle.data.cleaning.label_issues",
+    "find_label_issues": "lifecycle.data.cleaning.label_issues",
+    "apply_manifest": "lifecycle.data.cleaning.manifest",
+    "read_manifest": "lifecycle.data.cleaning.manifest",
+    "write_manifest": "lifecycle.data.cleaning.manifest",
+    "CleaningRecords": "lifecycle.data.cleaning.records",
+    "CleaningResult": "lifecycle.data.cleaning.stage",
+    "DataCleaner": "lifecycle.data.cleaning.stage",
+    "Finding": "lifecycle.data.cleaning.stage",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lifecycle.data.cleaning' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,7 +1,7 @@
 """Exact and near duplicates, within a dataset and across its splits (leakage).
 
 - Exact: records whose content hashes are equal (image pixels; texts compared as the text
-  DataModule does, :func:`~lifecycle.data.text.text_key`: NFKC, case and spacing ignored).
+  DataModule does, :func:`~lifecycle.data.dedup.text_key`: NFKC, case and spacing ignored).
 - Near-duplicate images: shifted, re-encoded or noised copies. Candidates are nearest neighbours
   in a shift-invariant signature (the magnitude of the image's low 2-D Fourier frequencies);
   each candidate pair is confirmed when, at the best alignment within ``max_shift`` pixels and
@@ -11,7 +11,10 @@
   about linearly with the number of texts.
 
 :func:`exact_duplicates` returns groups of indices; the near-duplicate functions return linked
-pairs, which :func:`groups_from_pairs` turns into groups. Callers decide what to drop and list it.
+pairs, which :func:`groups_from_pairs` turns into groups. Callers decide what to drop and list it,
+with the one rule of :func:`~lifecycle.data.dedup.kept_record`. The graph work is maintained
+code: ``scipy.sparse.csgraph.connected_components`` for groups, ``scipy``'s ``DisjointSet`` for
+the links found so far, ``sklearn.neighbors.NearestNeighbors`` for image candidates.
 """
 
 from __future__ import annotations
@@ -21,40 +24,26 @@ import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from scipy.cluster.hierarchy import DisjointSet
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from sklearn.neighbors import NearestNeighbors
 
-from lifecycle.data.text import text_key
-
-
-class UnionFind:
-    """Disjoint sets over ``0..n-1``; :meth:`groups` lists sets of two or more, smallest index first."""
-
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-    def groups(self) -> list[list[int]]:
-        members: dict[int, list[int]] = {}
-        for i in range(len(self.parent)):
-            members.setdefault(self.find(i), []).append(i)
-        return sorted((g for g in members.values() if len(g) > 1), key=lambda g: g[0])
+from lifecycle.data.dedup import text_key
 
 
 def groups_from_pairs(n: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
-    """Connected groups (two or more members, sorted) of the records linked by ``pairs``."""
-    sets = UnionFind(n)
-    for a, b in pairs:
-        sets.union(int(a), int(b))
-    return sets.groups()
+    """Connected groups (two or more members, sorted) of the records linked by ``pairs``, in
+    order of their smallest member (``scipy.sparse.csgraph.connected_components``)."""
+    links = np.asarray([(int(a), int(b)) for a, b in pairs], dtype=np.int64).reshape(-1, 2)
+    if n == 0 or not len(links):
+        return []
+    graph = coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    order = np.argsort(component, kind="stable")  # members of a component, ascending
+    starts = np.flatnonzero(np.diff(component[order], prepend=-1))
+    groups = [g.tolist() for g in np.split(order, starts[1:]) if len(g) > 1]
+    return sorted(groups, key=lambda g: g[0])
 
 
 def content_hash(item: np.ndarray | str) -> str:
@@ -99,24 +88,14 @@ def image_signatures(images: np.ndarray, frequencies: int = 6) -> np.ndarray:
     return sig / (np.linalg.norm(sig, axis=1, keepdims=True) + 1e-8)
 
 
-def nearest_neighbours(sig: np.ndarray, k: int, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` most similar other rows of each row by cosine similarity: (indices, similarities)."""
-    n = len(sig)
-    k = min(k, n - 1)
-    idx = np.zeros((n, k), dtype=np.int64)
-    sim = np.zeros((n, k), dtype=np.float32)
-    for start in range(0, n, chunk):
-        block = sig[start : start + chunk] @ sig.T
-        rows = np.arange(len(block))
-        block[rows, start + rows] = -np.inf  # not oneself
-        top = (
-            np.argpartition(-block, k - 1, axis=1)[:, :k]
-            if k < n - 1
-            else np.argsort(-block)[:, :k]
-        )
-        idx[start : start + chunk] = top
-        sim[start : start + chunk] = np.take_along_axis(block, top, axis=1)
-    return idx, sim
+def nearest_neighbours(sig: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most similar other rows of each row by cosine similarity: (indices, similarities),
+    by ``sklearn.neighbors.NearestNeighbors`` (exact, brute force; a row is not its own
+    neighbour, an identical row is)."""
+    k = min(k, len(sig) - 1)
+    search = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(sig)
+    distance, idx = search.kneighbors()
+    return idx, (1.0 - distance).astype(np.float32)
 
 
 def aligned_differences(
@@ -229,7 +208,7 @@ def near_duplicate_text_pairs(
         for i, (sig, sh) in enumerate(zip(signatures, sets, strict=True)):
             if sh:
                 session.insert(i, sig, check_duplication=False)
-    links = UnionFind(len(texts))
+    links = DisjointSet(range(len(texts)))
     pairs = []
     for i, (sig, sh) in enumerate(zip(signatures, sets, strict=True)):
         if not sh:
@@ -237,11 +216,11 @@ def near_duplicate_text_pairs(
         for j in sorted(lsh.query(sig)):
             # records already linked need no comparison: a cluster of m copies (retweets)
             # costs m comparisons, not m * m
-            if j <= i or links.find(i) == links.find(j):
+            if j <= i or links.connected(i, j):
                 continue
             other = sets[j]
             jaccard = len(sh & other) / len(sh | other)
             if jaccard >= threshold:
-                links.union(i, j)
+                links.merge(i, j)
                 pairs.append((i, j, jaccard))
     return sorted(pairs)

@@ -21,6 +21,7 @@ from lifecycle.data.cleaning.records import CleaningRecords
 from lifecycle.data.datasets import DataValidationError
 from lifecycle.errors import ConfigError
 from lifecycle.evaluation.report import gathered_predictions
+from lifecycle.interfaces import AcceptsDataNeeds, check_data_needs_met, stage_data_needs
 
 
 class HeldOutProbabilities(BasePredictionWriter):
@@ -96,7 +97,9 @@ def out_of_fold_probabilities(
         model: the untrained LightningModule; fold ``k`` trains ``copy.deepcopy(model)``.
         datamodule: a DataModule with ``use_fold(records, train_idx, val_idx)`` (the
             ``lifecycle`` classification DataModules), so each fold is batched, augmented and
-            tokenized as in training.
+            tokenized as in training. The fold model's
+            :class:`~lifecycle.interfaces.DataNeeds` (a pretrained backbone's normalization)
+            are handed to its ``apply_data_needs`` before each ``use_fold``.
         records: the records (from the DataModule's ``cleaning_records()``).
         folds: ``K``.
         seed: seed of the fold split, and of each fold's training (``seed + k``).
@@ -112,8 +115,9 @@ def out_of_fold_probabilities(
 
     Raises:
         DataValidationError: a single class, or a class with fewer records than folds.
-        ConfigError: a strategy whose predictions do not come back to this process (started
-            by spawn or fork).
+        ConfigError: the model needs the data in a form the DataModule cannot give; a
+            strategy whose predictions do not come back to this process (started by spawn or
+            fork).
     """
     labels = np.asarray(records.labels, dtype=np.int64)
     check_folds(labels, folds, records.class_names)
@@ -132,6 +136,11 @@ def out_of_fold_probabilities(
         held_idx = rng.permutation(held_idx)
         L.seed_everything(seed + k, verbose=False)
         fold_model = copy.deepcopy(model)
+        # the fold's data in the form its model needs, before use_fold builds the datasets
+        needs = stage_data_needs(fold_model)
+        check_data_needs_met(datamodule, needs, type(fold_model).__name__)
+        if isinstance(datamodule, AcceptsDataNeeds):
+            datamodule.apply_data_needs(needs)
         datamodule.use_fold(records, train_idx, held_idx)
         held_out = HeldOutProbabilities()
         # a fresh copy of the recipe's objects (a strategy) per fold: a Trainer binds its own

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from lifecycle.data.validation import DataIssue
+from lifecycle.data.datasets import DataIssue
 
 
 @dataclass

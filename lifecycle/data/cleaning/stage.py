@@ -27,15 +27,29 @@ from typing import Any, Literal
 
 import lightning as L
 import numpy as np
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from lifecycle.data.cleaning import duplicates as dup
+import lifecycle.data.cleaning.duplicates as dup
 from lifecycle.data.cleaning.kfold import out_of_fold_probabilities
 from lifecycle.data.cleaning.label_issues import LabelIssues, find_label_issues
 from lifecycle.data.cleaning.manifest import ManifestRow, write_manifest
 from lifecycle.data.cleaning.records import CleaningRecords
-from lifecycle.data.validation import DataIssue, write_issues
+from lifecycle.data.cleaning.report import write_report
+from lifecycle.data.datasets import DataIssue
+from lifecycle.data.dedup import kept_record
+from lifecycle.data.splits import stratified_subset
+from lifecycle.data.validation import write_issues
+from lifecycle.errors import ConfigError
+from lifecycle.interfaces import CleanableData
 
 log = logging.getLogger(__name__)
+
+CLEANABLE_METHODS = [
+    name
+    for name, value in vars(CleanableData).items()
+    if not name.startswith("_") and callable(value)
+]
+"""The methods of :class:`~lifecycle.interfaces.CleanableData`, read from the protocol itself."""
 
 DuplicatePolicy = Literal["drop", "flag"]
 LabelPolicy = Literal["drop", "relabel", "downweight", "flag", "off"]
@@ -215,10 +229,7 @@ class DataCleaner:
                                 f"copies test record {name(tests[0])}", other=tests[0])
                     )  # fmt: skip
                 continue
-            # keep the first record carrying the group's most common label
-            votes = Counter(int(records.labels[i]) for i in train)
-            top = max(votes.values())
-            keep = next(i for i in train if votes[int(records.labels[i])] == top)
+            keep = kept_record(train, records.labels)
             for i in (i for i in train if i != keep):
                 exact_copy = i in exact_group and exact_group[i] == exact_group.get(keep)
                 score = 1.0 if exact_copy else similarity.get((min(keep, i), max(keep, i)))
@@ -316,20 +327,20 @@ class DataCleaner:
         """Clean ``datamodule``'s records and, with ``out_dir``, write the manifest and report.
 
         Args:
-            datamodule: a DataModule with ``cleaning_records()`` and ``use_fold()``.
+            datamodule: a :class:`~lifecycle.interfaces.CleanableData` DataModule:
+                ``cleaning_records()``, and ``use_fold()`` when folds are trained (``label_issues``
+                not ``off`` and no saved ``probabilities``).
             model: the untrained model K-fold training copies (needed unless
                 ``label_issues: off``).
             trainer_kwargs: each fold's ``lightning.Trainer`` arguments.
-            out_dir: the run folder.
-        """
-        from lifecycle.data.splits import stratified_subset
+            out_dir: the run folder; under a multi-process strategy only global rank 0 writes
+                into it (every rank computes the same result).
 
-        if not hasattr(datamodule, "cleaning_records"):
-            raise TypeError(
-                f"{type(datamodule).__name__} cannot be cleaned: it lacks `cleaning_records()` "
-                "and `use_fold()`. Fix: use ImageClassificationDataModule or "
-                "TextClassificationDataModule, or add both methods to your DataModule."
-            )
+        Raises:
+            ConfigError: the DataModule lacks a method of
+                :class:`~lifecycle.interfaces.CleanableData` that this run needs.
+        """
+        self.check_cleanable(datamodule)
         if self.label_issues != "off" and model is None and self.probabilities is None:
             raise ValueError(
                 "Finding label issues trains a model: give `model`, or `probabilities` from an "
@@ -381,8 +392,33 @@ class DataCleaner:
         summary = self._summary(records, findings, kept, labels, issues, probs)
         result = CleaningResult(records, findings, kept, labels, weights, probs, summary)
         if out_dir is not None:
-            self.write(result, Path(out_dir))
+            if rank_zero_only.rank == 0:  # the other ranks of a DDP run hold the same result
+                self.write(result, Path(out_dir))
+            else:
+                result.out_dir = Path(out_dir)
         return result
+
+    def check_cleanable(self, datamodule: Any) -> None:
+        """Refuse, before any slow work, a DataModule without the
+        :class:`~lifecycle.interfaces.CleanableData` methods this run calls (``use_fold`` is
+        only called when folds are trained).
+
+        Raises:
+            ConfigError: naming each missing method and the fix.
+        """
+        trains_folds = self.label_issues != "off" and self.probabilities is None
+        needed = [name for name in CLEANABLE_METHODS if name == "cleaning_records" or trains_folds]
+        missing = [name for name in needed if not callable(getattr(datamodule, name, None))]
+        if missing:
+            listed = " and ".join(f"`{name}()`" for name in missing)
+            why = " (`use_fold` trains the folds that find label issues)" if trains_folds else ""
+            instead = ", or set `cleaning.label_issues: off`" if missing == ["use_fold"] else ""
+            raise ConfigError(
+                f"`data`: {type(datamodule).__name__} cannot be cleaned: it lacks {listed} of "
+                f"lifecycle.interfaces.CleanableData{why}. Fix: use "
+                "ImageClassificationDataModule or TextClassificationDataModule, or add the "
+                f"methods to your DataModule{instead}."
+            )
 
     def _summary(self, records, findings, kept, labels, issues, probs) -> dict[str, Any]:
         names = records.class_names
@@ -416,8 +452,6 @@ class DataCleaner:
     # ----------------------------------------------------------------- output
     def write(self, result: CleaningResult, out_dir: Path) -> None:
         """Write the manifest, ``removed.csv``, ``findings.csv`` and the report into ``out_dir``."""
-        from lifecycle.data.cleaning.report import write_report
-
         out_dir.mkdir(parents=True, exist_ok=True)
         records = result.records
         names = records.class_names
