@@ -33,7 +33,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from lifecycle.compat import checkpoint_instantiator
 from lifecycle.errors import ConfigError, MissingFileError, UnsafeLoadError
+from lifecycle.interfaces import optional, require
+from lifecycle.models.weights import PretrainedInfo, load_state
+from lifecycle.packaged import resolve_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +52,6 @@ MANIFEST = "lifecycle_pretrained.json"
 WEIGHTS = "backbone.safetensors"
 FORMAT = "lifecycle.pretrained"
 VERSION = 1
-
-
-@dataclass
-class PretrainedInfo:
-    """Where a loaded backbone came from (``backbone.pretrained``)."""
-
-    folder: Path
-    manifest: dict
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    tokenizer: Path | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -163,6 +154,22 @@ def write_manifest(folder: str | Path, manifest: dict) -> Path:
     return path
 
 
+KINDS = ("image", "text", "features")
+
+
+def backbone_kind(backbone: nn.Module) -> str:
+    """What a folder of ``backbone`` is for, as it declares it: its ``input_kind``
+    (:class:`~lifecycle.models.Backbone` subclasses say ``"image"`` or ``"text"``), else
+    ``"text"`` for a backbone whose ``input_keys`` start with ``input_ids`` and ``"image"``
+    for any other (:class:`~lifecycle.interfaces.BackboneLike`)."""
+    declared = getattr(backbone, "input_kind", None)
+    if declared is not None:
+        return declared
+    keys = getattr(backbone, "input_keys", ("image",))
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    return "text" if keys[:1] == ["input_ids"] else "image"
+
+
 def save_backbone(
     folder: str | Path,
     backbone: nn.Module,
@@ -170,6 +177,7 @@ def save_backbone(
     backbone_config: Any = None,
     datamodule: Any = None,
     produced_by: dict | None = None,
+    kind: str | None = None,
 ) -> Path:
     """Write ``backbone`` in the pretrained-backbone format.
 
@@ -180,42 +188,57 @@ def save_backbone(
             :func:`full_state_dict`'s under FSDP).
         backbone_config: how to rebuild it (a recipe's ``class_path``/``init_args`` entry);
             default: the arguments a :class:`~lifecycle.models.Backbone` recorded.
-        datamodule: the DataModule it was trained on: images save its normalization and
-            pipelines (``transforms.json``), text its tokenizer.
+        datamodule: the DataModule it was trained on (:class:`~lifecycle.interfaces.SavedData`):
+            for ``kind: image`` its normalization and pipelines (``state_dict()``, written as
+            ``transforms.json``), for ``kind: text`` its tokenizer.
         produced_by: what produced it (stage, objective, epochs, metrics).
+        kind: what the folder is for: ``"image"``, ``"text"`` or ``"features"``; decides what
+            is saved of ``datamodule``. Default: what the backbone declares
+            (:func:`backbone_kind`).
 
     Returns:
         The manifest's path.
+
+    Raises:
+        ConfigError: an unknown ``kind``, or a DataModule without what ``kind`` saves of it.
     """
     from safetensors.torch import save_file
 
+    kind = kind or backbone_kind(backbone)
+    if kind not in KINDS:
+        raise ConfigError(f"save_backbone: `kind` must be one of {KINDS}, got {kind!r}.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = rebuild_spec(backbone, backbone_config)
     state = state if state is not None else full_state_dict(backbone)
     save_file({k: v.contiguous() for k, v in state.items()}, str(folder / WEIGHTS))
     manifest: dict[str, Any] = {
-        "kind": "image",
+        "kind": kind,
         "backbone": config,
         "out_features": getattr(backbone, "out_features", None),
         "weights": WEIGHTS,
     }
-    if datamodule is not None and getattr(datamodule, "tokenizer", None) is not None:
-        datamodule.tokenizer.save_pretrained(str(folder))
-        manifest["kind"] = "text"
+    if datamodule is not None and kind == "text":
+        tokenizer = require(
+            datamodule, "tokenizer", "save_backbone(kind='text')",
+            "save a text backbone with the DataModule that tokenized its data",
+        )  # fmt: skip
+        tokenizer.save_pretrained(str(folder))
         manifest["tokenizer"] = "."
-        manifest["max_length"] = getattr(datamodule, "max_length", None)
-    elif datamodule is not None and hasattr(datamodule, "state_dict"):
-        transforms = datamodule.state_dict()
+        manifest["max_length"] = optional(datamodule, "max_length")
+    elif datamodule is not None and kind == "image":
+        state_dict = require(
+            datamodule, "state_dict", "save_backbone(kind='image')",
+            "save an image backbone with a DataModule whose state_dict() gives its normalization",
+        )  # fmt: skip
+        transforms = state_dict()
         (folder / "transforms.json").write_text(json.dumps(transforms, indent=2) + "\n")
         manifest["transforms"] = "transforms.json"
         manifest["mean"], manifest["std"] = transforms.get("mean"), transforms.get("std")
-        if getattr(datamodule, "splits", None):
+        if optional(datamodule, "splits"):
             manifest["input_shape"] = list(datamodule.input_shape)
-    elif hasattr(backbone, "input_keys") and "input_ids" in backbone.input_keys:
-        manifest["kind"] = "text"
     if datamodule is not None:
-        manifest["data"] = _plain(getattr(datamodule, "hparams", {}))
+        manifest["data"] = _plain(optional(datamodule, "hparams", {}))
     manifest["produced_by"] = produced_by or {}
     return write_manifest(folder, manifest)
 
@@ -377,7 +400,7 @@ def check_checkpoint(path: str | Path, base: type | None = None) -> dict:
             "unpickling them could run code. Fix: load only checkpoints written by lifecycle."
         ) from err
     hparams = (checkpoint.get("hyper_parameters") or {}) if isinstance(checkpoint, dict) else {}
-    instantiator = hparams.get("_instantiator")
+    instantiator = checkpoint_instantiator(hparams)
     if instantiator is not None and instantiator != "lightning.pytorch.cli.instantiate_module":
         raise UnsafeLoadError(
             f"{path}: hyper_parameters._instantiator is {instantiator!r}, not Lightning's "
@@ -475,49 +498,6 @@ def _build(config: Any) -> Any:
     cls = resolve_import_path(config["class_path"])
     kwargs = {k: _build(v) for k, v in (config.get("init_args") or {}).items()}
     return cls(**kwargs)
-
-
-def load_state(
-    module: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True
-) -> dict[str, list[str]]:
-    """``module.load_state_dict(state)`` with an error listing every missing, unexpected and
-    mis-shaped key.
-
-    Args:
-        module: the network to fill.
-        state: the weights.
-        source: where they came from (named in messages).
-        strict: missing or unexpected keys are an error; with ``False`` they are logged and
-            returned, and the rest is loaded. Mis-shaped keys are always an error.
-
-    Returns:
-        ``{"missing": [...], "unexpected": [...]}``.
-    """
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k}: saved {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if tuple(own[k].shape) != tuple(state[k].shape)
-    ]
-    listed = {"missing": missing, "unexpected": unexpected, "mis-shaped": shapes}
-    report = "; ".join(
-        f"{len(items)} {title}: {items[:10]}"
-        + (f" (+{len(items) - 10} more)" if len(items) > 10 else "")
-        for title, items in listed.items()
-        if items
-    )
-    if shapes or (strict and (missing or unexpected)):
-        raise ValueError(
-            f"The weights in {source} do not fit {type(module).__name__}: {report}. "
-            "Fix: build the model with the arguments the weights were saved from"
-            + (" (a key_map renames saved keys)." if missing or unexpected else ".")
-        )
-    if missing or unexpected:
-        log.warning(f"Loaded {source} into {type(module).__name__}, not strictly: {report}.")
-    module.load_state_dict(state, strict=False)
-    return {"missing": missing, "unexpected": unexpected}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -618,8 +598,6 @@ def load_backbone(path: str, freeze: bool = False) -> nn.Module:
         tokenizer.
     """
     from safetensors.torch import load_file
-
-    from lifecycle.models.packaged import resolve_model_folder
 
     folder = resolve_model_folder(path)
     if folder.is_dir() and not (folder / MANIFEST).is_file() and (folder / "config.json").is_file():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from typing import ClassVar
 
 from torch import nn
 
@@ -13,11 +14,14 @@ class Backbone(nn.Module):
     pretraining stage can save it and :func:`lifecycle.artifacts.load_backbone` rebuild it.
 
     Subclasses set ``out_features`` (the feature size a head receives) and, for inputs other
-    than ``image``, ``input_keys``. A user's backbone need not derive from it: one built from a
+    than ``image``, ``input_keys`` and ``input_kind``. A user's backbone need not derive from it: one built from a
     recipe (``class_path``/``init_args``) is saved from the recipe's entry.
     """
 
     init_args: dict
+    # what a folder of this backbone is for (lifecycle.artifacts.save_backbone's `kind`):
+    # "image", "text" or "features"; a subclass taking other inputs says so
+    input_kind: ClassVar[str] = "image"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

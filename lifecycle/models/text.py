@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lifecycle.models.base import Backbone
+from lifecycle.models.weights import PretrainedInfo
 
 TEXT_INPUTS = ("input_ids", "attention_mask")
 # model types whose position ids start after the padding id (RoBERTa's `padding_idx + 1`), so
@@ -69,6 +70,7 @@ class RNNEncoder(Backbone):
     """
 
     input_keys = TEXT_INPUTS
+    input_kind = "text"
 
     def __init__(
         self,
@@ -132,6 +134,7 @@ class TextCNN(Backbone):
     """
 
     input_keys = TEXT_INPUTS
+    input_kind = "text"
 
     def __init__(
         self,
@@ -198,7 +201,7 @@ def transformer_layer_groups(model: nn.Module) -> list[nn.Module]:
     owner = {id(m): i for i, layer in enumerate(stack) for m in layer.modules()}
     before, layers, after = [], [[] for _ in stack], []
     for module in model.modules():
-        if not any(p is not None for p in module._parameters.values()):
+        if next(module.parameters(recurse=False), None) is None:
             continue  # containers: their parameters are counted at the modules that hold them
         if id(module) in owner:
             layers[owner[id(module)]].append(module)
@@ -302,6 +305,7 @@ class PooledTransformer(Backbone):
     its layer groups. Subclasses build ``encoder`` and set ``pooling`` and ``out_features``."""
 
     input_keys = TEXT_INPUTS
+    input_kind = "text"
     encoder: nn.Module
     pooling: str
 
@@ -372,6 +376,43 @@ class TransformerEncoder(PooledTransformer):
         self.pooling = pooling
         self.out_features = hidden_size
 
+    @classmethod
+    def around(cls, encoder: nn.Module, pooling: str, max_length: int) -> TransformerEncoder:
+        """A ``TransformerEncoder`` holding ``encoder`` itself (a ``transformers`` base model,
+        e.g. a language model's ``base_model``), not a copy: training or freezing one trains
+        or freezes the other. Its ``init_args`` rebuild an encoder of the same shape.
+
+        Args:
+            encoder: the bare ``transformers`` network.
+            pooling: see the class.
+            max_length: the longest text, in tokens.
+        """
+        cls.check_pooling(pooling)
+        config = encoder.config
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.encoder = encoder
+        self.vocab_size = config.vocab_size
+        self.max_length = max_length
+        self.pooling = pooling
+        self.out_features = config.hidden_size
+        dropout = next((getattr(config, n) for n in DROPOUT_NAMES if hasattr(config, n)), 0.0)
+        self.init_args = {
+            "vocab_size": config.vocab_size,
+            "hidden_size": config.hidden_size,
+            "num_layers": config.num_hidden_layers,
+            "num_heads": config.num_attention_heads,
+            "intermediate_size": next(
+                getattr(config, n) for n in ("intermediate_size", "n_inner") if hasattr(config, n)
+            ),
+            "max_length": max_length,
+            "dropout": dropout,
+            "pooling": pooling,
+            "model_type": config.model_type,
+            "padding_idx": config.pad_token_id,
+        }
+        return self
+
 
 TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
@@ -405,7 +446,7 @@ def read_transformers_folder(path):
     (``auto_map``) is refused, since lifecycle never runs code from a model folder."""
     from transformers import AutoConfig
 
-    from lifecycle.models.packaged import resolve_model_folder
+    from lifecycle.packaged import resolve_model_folder
 
     folder = resolve_model_folder(path)
     check_transformers_folder(folder)
@@ -469,8 +510,6 @@ class PretrainedTransformer(PooledTransformer):
     ):
         super().__init__()
         from transformers import AutoModel
-
-        from lifecycle.artifacts import PretrainedInfo
 
         self.check_pooling(pooling)
         folder, config = read_transformers_folder(path)

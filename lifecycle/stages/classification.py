@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,8 @@ from torchmetrics.classification import (
 )
 
 from lifecycle.errors import ConfigError
-from lifecycle.models.heads import LinearHead, feature_size
+from lifecycle.interfaces import StageOutput, figure_outputs
+from lifecycle.models.heads import LinearHead
 from lifecycle.stages.supervised import SupervisedModule
 from lifecycle.training.optim import OptimizerFactory, SchedulerFactory
 
@@ -54,7 +55,8 @@ class ClassificationModule(SupervisedModule):
         backbone: any ``nn.Module`` mapping inputs to features, with an ``out_features`` attribute
             (see :mod:`lifecycle.models`), or the user's own by ``class_path``.
         num_classes: number of classes (2 for binary).
-        head: maps features to ``num_classes`` logits; default a :class:`LinearHead`.
+        head: maps features to ``num_classes`` logits; default a :class:`LinearHead`. A head
+            whose ``in_features`` is left out (``null``) gets the backbone's ``out_features``.
         head_dropout: dropout before the default head's linear layer.
         optimizer: a callable building the optimizer from parameters; in YAML any ``torch.optim``
             class by ``class_path`` (SGD with momentum/Nesterov, Adagrad, RMSprop, Adam, AdamW,
@@ -120,11 +122,7 @@ class ClassificationModule(SupervisedModule):
             raise ConfigError(
                 f"`class_weights` has {len(class_weights)} entries for {num_classes} classes."
             )
-        head = (
-            head
-            if head is not None
-            else LinearHead(feature_size(backbone), num_classes, head_dropout)
-        )
+        head = head if head is not None else LinearHead(None, num_classes, head_dropout)
         super().__init__(
             backbone,
             head,
@@ -168,10 +166,14 @@ class ClassificationModule(SupervisedModule):
         )
 
     accepts_unlabeled = False  # records with label -1 (a transfer set): distillation only
+    outputs: ClassVar[dict[str, StageOutput]] = {
+        **SupervisedModule.outputs,
+        **figure_outputs("confusion_matrix", "roc_curve"),
+    }
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        unlabeled = self.datamodule_attr("unlabeled_count")
+        unlabeled = self.datamodule_attr("unlabeled_count", 0)
         if stage == "fit" and unlabeled and not self.accepts_unlabeled:
             raise ConfigError(
                 f"The training data holds {unlabeled} records without labels (`unlabeled_rest: "
@@ -179,7 +181,11 @@ class ClassificationModule(SupervisedModule):
                 "`data.init_args.unlabeled_rest: false`, or distil a teacher into this model "
                 "(lifecycle.stages.distillation.DistillationModule), which scores them."
             )
-        data_classes = self.datamodule_attr("num_classes")
+        data_classes = self.datamodule_require(
+            "num_classes",
+            "give the DataModule a `num_classes` attribute (lifecycle.interfaces."
+            "ClassificationData), set in its `setup`",
+        )
         if data_classes is not None and data_classes != self.num_classes:
             raise ConfigError(
                 f"The data has {data_classes} classes but the model's `num_classes` is {self.num_classes}. "

@@ -11,7 +11,8 @@ pretrained-backbone format (:mod:`lifecycle.artifacts`) that the fine-tuning sta
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from typing import ClassVar, Literal
 
 import lightning as L
 import torch
@@ -20,8 +21,9 @@ from torch import nn
 
 from lifecycle.artifacts import SavesPretrained
 from lifecycle.data.loading import real_records
+from lifecycle.interfaces import PRETRAINED_OUTPUTS, RUN_OUTPUTS, StageOutput, optional
 from lifecycle.models.heads import feature_size
-from lifecycle.stages.supervised import trainer_datamodule
+from lifecycle.stages.supervised import attached_trainer, trainer_datamodule
 from lifecycle.training.clipping import ShardedClipping
 from lifecycle.training.optim import (
     OptimizerFactory,
@@ -29,6 +31,8 @@ from lifecycle.training.optim import (
     configure_stage_optimizers,
 )
 from lifecycle.training.sharding import data_parallel_mesh, shard_module
+
+log = logging.getLogger(__name__)
 
 
 def nt_xent(z: torch.Tensor, views: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,6 +119,12 @@ class ContrastivePretrainingModule(SavesPretrained, ShardedClipping, L.Lightning
             ``<run folder>/pretrained`` (nothing is written without a logger).
     """
 
+    # what a run writes, by name (lifecycle.interfaces.output_paths); `backbone` is the folder
+    # the fine-tuning stage loads with lifecycle.artifacts.load_backbone
+    outputs: ClassVar[dict[str, StageOutput]] = {**RUN_OUTPUTS, **PRETRAINED_OUTPUTS}
+    # what the run's best checkpoint is chosen by (lifecycle.cli's default checkpointing)
+    monitor: ClassVar[str] = "val/loss"
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -159,11 +169,21 @@ class ContrastivePretrainingModule(SavesPretrained, ShardedClipping, L.Lightning
         """Check that the data can fill a batch: each image is contrasted with the rest of its
         batch, so a split smaller than one batch teaches little (and one image, nothing)."""
         datamodule = trainer_datamodule(self)
-        splits = getattr(datamodule, "splits", None)
-        if stage != "fit" or not splits or "train" not in splits:
+        if stage != "fit" or datamodule is None:
+            return
+        # optional (lifecycle.interfaces.BatchedSplits): a user's DataModule may lack them
+        splits, batch_size_for = (
+            optional(datamodule, "splits"),
+            optional(datamodule, "batch_size_for"),
+        )
+        if not splits or "train" not in splits or batch_size_for is None:
+            log.info(
+                f"{type(datamodule).__name__} has no `splits`/`batch_size_for`: not checked "
+                "that the training images fill a batch."
+            )
             return
         n = len(splits["train"])
-        batch = datamodule.batch_size_for("train")
+        batch = batch_size_for("train")
         if n < 2 or (isinstance(batch, int) and n < batch):
             raise ValueError(
                 f"The training split has {n} images but a batch takes {batch}: contrastive "
@@ -247,12 +267,14 @@ class ContrastivePretrainingModule(SavesPretrained, ShardedClipping, L.Lightning
 
         backbone = self.backbone
         state = full_state_dict(backbone)
-        if self._trainer is None or self.trainer.is_global_zero:
+        trainer = attached_trainer(self)
+        if trainer is None or trainer.is_global_zero:
             datamodule = trainer_datamodule(self)
             save_backbone(
                 folder,
                 backbone,
                 state,
+                kind="image",
                 backbone_config=self.hparams.get("backbone"),
                 datamodule=datamodule,
                 produced_by=self.produced_by(metrics),
@@ -260,7 +282,7 @@ class ContrastivePretrainingModule(SavesPretrained, ShardedClipping, L.Lightning
 
     def produced_by(self, metrics: dict | None = None) -> dict:
         """The manifest's ``produced_by`` entry: this stage, its settings, its training."""
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         return {
             "stage": f"{type(self).__module__}.{type(self).__qualname__}",
             "objective": "simclr",

@@ -4,7 +4,11 @@
 
 The network is a ``transformers`` model built from a small config
 (``AutoModelForMaskedLM`` / ``AutoModelForCausalLM``), sized to the tokenizer the DataModule
-trained; masking is transformers' ``DataCollatorForLanguageModeling`` (in the DataModule).
+trained. This is the one place a stage reads its data to build itself: the vocabulary is
+the DataModule's (``tokenizer``, :class:`~lifecycle.interfaces.TokenizedData`), read in
+``setup`` (after the DataModule's own ``setup`` trained it, before ``configure_model``); data
+still flows one way, from the DataModule to the stage, and nothing of the DataModule is
+changed. Give ``vocab_size`` to build the network at construction instead. Masking is transformers' ``DataCollatorForLanguageModeling`` (in the DataModule).
 Perplexity is torchmetrics' ``Perplexity``. At the end of ``fit`` the run folder gets
 ``pretrained/``: the language model and tokenizer as ``save_pretrained`` writes them (any
 transformers code loads them) and, in the same folder, the encoder without its LM head in the
@@ -13,7 +17,7 @@ pretrained-backbone format (:mod:`lifecycle.artifacts`) that fine-tuning reads.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import lightning as L
 import torch
@@ -22,7 +26,14 @@ from torchmetrics.text import Perplexity
 
 from lifecycle.artifacts import SavesPretrained
 from lifecycle.errors import ConfigError
-from lifecycle.stages.supervised import trainer_datamodule
+from lifecycle.interfaces import (
+    PRETRAINED_OUTPUTS,
+    RUN_OUTPUTS,
+    StageOutput,
+    optional,
+    require,
+)
+from lifecycle.stages.supervised import attached_trainer, trainer_datamodule
 from lifecycle.training.clipping import ShardedClipping
 from lifecycle.training.optim import (
     OptimizerFactory,
@@ -62,6 +73,24 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
 
     objective = "masked-lm"
     default_model_type = "bert"
+    # what the run's best checkpoint is chosen by (lifecycle.cli's default checkpointing)
+    monitor: ClassVar[str] = "val/loss"
+    outputs: ClassVar[dict[str, StageOutput]] = {
+        **RUN_OUTPUTS,
+        **PRETRAINED_OUTPUTS,
+        "language_model": StageOutput(
+            "language_model",
+            "pretrained/config.json",
+            "the whole language model as save_pretrained writes it (in the backbone folder: "
+            "AutoModelForMaskedLM/AutoModelForCausalLM.from_pretrained read that folder)",
+        ),
+        "tokenizer": StageOutput(
+            "tokenizer",
+            "pretrained/tokenizer.json",
+            "the tokenizer the model was trained with (in the backbone folder, which "
+            "`data.init_args.tokenizer` names)",
+        ),
+    }
 
     def __init__(
         self,
@@ -142,8 +171,18 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
     def setup(self, stage: str) -> None:
         from lifecycle.data.tokenization import embedding_rows_needed
 
-        tokenizer = self._datamodule_attr("tokenizer")
-        length = self._datamodule_attr("max_length")
+        datamodule = trainer_datamodule(self)
+        tokenizer = optional(datamodule, "tokenizer")
+        if self.model is None and datamodule is not None:
+            # the one read of data that builds a stage: the network's vocabulary
+            tokenizer = require(
+                datamodule,
+                "tokenizer",
+                f"{type(self).__name__} (it sizes its embedding to the data's tokenizer)",
+                "use lifecycle.data.CorpusDataModule, give your DataModule a `tokenizer` "
+                "(lifecycle.interfaces.TokenizedData), or set `model.init_args.vocab_size`",
+            )
+        length = optional(datamodule, "max_length")
         if isinstance(length, int) and length > self.max_length:
             raise ConfigError(
                 f"The data's rows reach {length} tokens but the model has "
@@ -167,7 +206,7 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
                 "tokenizer saved with it (`data.init_args.tokenizer: "
                 "<run>/version_N/tokenizer`)."
             )
-        mlm = self._datamodule_attr("mlm")
+        mlm = optional(datamodule, "mlm")
         if mlm is not None and bool(mlm) != (self.objective == "masked-lm"):
             raise ValueError(
                 f"{type(self).__name__} trains a {self.objective} model but the DataModule "
@@ -192,9 +231,6 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
                 "(`data.init_args.tokenizer: <run>/version_N/tokenizer`), so the model is built "
                 "for that one."
             )
-
-    def _datamodule_attr(self, name: str):
-        return getattr(trainer_datamodule(self), name, None)
 
     def configure_model(self) -> None:
         """Shard the Transformer block by block with FSDP2 under ``ModelParallelStrategy``."""
@@ -258,20 +294,24 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
         return configure_stage_optimizers(self)
 
     # ----------------------------------------------------------------- export
-    def backbone(self):
+    @property
+    def backbone(self) -> nn.Module | None:
         """The network without its LM head, as a :class:`~lifecycle.models.TransformerEncoder`
-        (a classifier's backbone) holding the trained weights."""
-        from lifecycle.artifacts import full_state_dict
-        from lifecycle.models.text import TransformerEncoder
+        (a classifier's backbone) holding the very modules of the language model (not a copy):
+        as in every other stage, ``module.backbone`` is the backbone that trains, so the
+        fine-tuning callbacks (:mod:`lifecycle.training.finetuning`) freeze and unfreeze it.
+        ``None`` until the network is built (``setup``, or ``vocab_size`` given). It is not a
+        registered submodule, so the checkpoint keeps the language model's keys alone."""
+        if self.model is None:
+            return None
+        base = self.model.base_model
+        view = self.__dict__.get("_backbone_view")
+        if view is None or view.encoder is not base:
+            from lifecycle.models.text import TransformerEncoder
 
-        h = self.hparams
-        encoder = TransformerEncoder(
-            self.vocab_size, h.hidden_size, h.num_layers, h.num_heads, h.intermediate_size,
-            self.max_length, h.dropout, h.pooling, self.model_type, self.model.config.pad_token_id,
-        )  # fmt: skip
-        state = full_state_dict(self.model.base_model)
-        encoder.encoder.load_state_dict(state)
-        return encoder
+            view = TransformerEncoder.around(base, self.hparams.pooling, self.max_length)
+            self.__dict__["_backbone_view"] = view  # not setattr: no submodule registered
+        return view
 
     def save_pretrained(self, folder: str, metrics: dict | None = None) -> None:
         """Write the language model and tokenizer (``save_pretrained``) and the encoder as a
@@ -279,9 +319,11 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
         process must call it; rank 0 writes."""
         from lifecycle.artifacts import full_state_dict, save_backbone
 
-        backbone = self.backbone()  # gathers shards: a collective under FSDP2
+        backbone = self.backbone
+        # gathering shards is a collective under FSDP2: every rank, before rank 0 writes
+        backbone_state = full_state_dict(backbone)
         state = full_state_dict(self.model)
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is not None and not trainer.is_global_zero:
             return
         self.model.save_pretrained(folder, state_dict=state)
@@ -289,6 +331,8 @@ class MaskedLMPretrainingModule(SavesPretrained, ShardedClipping, L.LightningMod
         save_backbone(
             folder,
             backbone,
+            backbone_state,
+            kind="text",
             datamodule=datamodule,
             produced_by={
                 "stage": f"{type(self).__module__}.{type(self).__qualname__}",

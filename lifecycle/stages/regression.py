@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -10,9 +11,13 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection, R2Score
 from torchmetrics.aggregation import CatMetric
 
-from lifecycle.models.heads import LinearHead, feature_size
-from lifecycle.stages.supervised import SupervisedModule
+from lifecycle.errors import ConfigError
+from lifecycle.interfaces import StageOutput, figure_outputs
+from lifecycle.models.heads import LinearHead
+from lifecycle.stages.supervised import SupervisedModule, trainer_datamodule
 from lifecycle.training.optim import OptimizerFactory, SchedulerFactory
+
+log = logging.getLogger(__name__)
 
 
 def regression_metrics() -> MetricCollection:
@@ -51,6 +56,10 @@ class RegressionModule(SupervisedModule):
     """
 
     target_key = "target"
+    outputs: ClassVar[dict[str, StageOutput]] = {
+        **SupervisedModule.outputs,
+        **figure_outputs("predicted_vs_true"),
+    }
 
     def __init__(
         self,
@@ -67,7 +76,7 @@ class RegressionModule(SupervisedModule):
         compile: bool = False,
         channels_last: bool = False,
     ):
-        head = head if head is not None else LinearHead(feature_size(backbone), 1, head_dropout)
+        head = head if head is not None else LinearHead(None, 1, head_dropout)
         super().__init__(
             backbone,
             head,
@@ -92,10 +101,37 @@ class RegressionModule(SupervisedModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if stage == "fit" and self.standardize_target:
-            mean, std = self.datamodule_attr("target_mean"), self.datamodule_attr("target_std")
-            if mean is not None and std is not None:
-                self.target_mean.fill_(float(mean))
-                self.target_std.fill_(float(std))
+            self.use_target_statistics()
+
+    def use_target_statistics(self) -> None:
+        """Learn on targets standardized with the DataModule's ``target_mean``/``target_std``
+        (:class:`~lifecycle.interfaces.RegressionData`).
+
+        Raises:
+            ConfigError: the DataModule has no such attributes, or they are unset or unusable.
+        """
+        fix = (
+            "give the DataModule `target_mean` and `target_std` (the training split's, set in "
+            "its `setup`; see lifecycle.interfaces.RegressionData), or set "
+            "`model.init_args.standardize_target: false` to learn on raw targets"
+        )
+        mean = self.datamodule_require("target_mean", fix)
+        std = self.datamodule_require("target_std", fix)
+        if trainer_datamodule(self) is None:
+            log.warning(
+                "RegressionModule: no DataModule, so no target statistics: the targets are "
+                "learnt unstandardized. Fix: train with a DataModule that has `target_mean` and "
+                "`target_std`, or set `standardize_target: false`."
+            )
+            return
+        if mean is None or std is None or not float(std) > 0:
+            raise ConfigError(
+                f"{type(trainer_datamodule(self)).__name__} gives target_mean={mean!r}, "
+                f"target_std={std!r} after setup: no usable target statistics (a DataModule for "
+                f"classification?). Fix: {fix}."
+            )
+        self.target_mean.fill_(float(mean))
+        self.target_std.fill_(float(std))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """Predictions in the target's own units, shape (B,)."""

@@ -5,16 +5,29 @@ that reload on their own and refuse to build anything but networks."""
 from __future__ import annotations
 
 import inspect
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from lifecycle.compat import cli_given_hyperparameters
 from lifecycle.data.loading import real_records
 from lifecycle.errors import ConfigError
+from lifecycle.interfaces import (
+    EVALUATION_OUTPUTS,
+    RUN_OUTPUTS,
+    DataNeeds,
+    SizedByBackbone,
+    StageOutput,
+    check_data_needs_met,
+    optional,
+    require,
+)
+from lifecycle.models.heads import feature_size
 from lifecycle.training.clipping import ShardedClipping
 from lifecycle.training.optim import (
     OptimizerFactory,
@@ -24,11 +37,39 @@ from lifecycle.training.optim import (
 from lifecycle.training.sharding import data_parallel_mesh, shard_module
 
 
+def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
+    """The Trainer running ``module``, or ``None`` when it is not attached to one."""
+    try:
+        return module.trainer
+    except RuntimeError:  # Lightning's "is not attached to a `Trainer`"
+        return None
+
+
 def trainer_datamodule(module: L.LightningModule):
     """The DataModule of the Trainer running ``module``, or ``None`` (no Trainer, or data
     given as plain DataLoaders)."""
-    trainer = module._trainer
+    trainer = attached_trainer(module)
     return getattr(trainer, "datamodule", None) if trainer is not None else None
+
+
+def size_head(head: nn.Module, backbone: nn.Module, field: str = "model.init_args.head") -> None:
+    """Give a head left unsized (``in_features: null``, :class:`~lifecycle.interfaces.SizedByBackbone`)
+    the backbone's ``out_features``, and refuse a head sized for other features.
+
+    Raises:
+        ConfigError: the head's ``in_features`` differs from the backbone's ``out_features``.
+    """
+    wanted = getattr(head, "in_features", None)
+    if isinstance(head, SizedByBackbone) and wanted is None:
+        head.size_to(feature_size(backbone))
+        return
+    have = optional(backbone, "out_features")
+    if isinstance(wanted, int) and isinstance(have, int) and wanted != have:
+        raise ConfigError(
+            f"The head takes {wanted} features but the backbone {type(backbone).__name__} "
+            f"gives {have}. Fix: set `{field}.init_args.in_features: {have}`, or leave it out "
+            "(null) to have it filled in from the backbone."
+        )
 
 
 class SupervisedModule(ShardedClipping, L.LightningModule):
@@ -47,6 +88,8 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
     """
 
     target_key = "label"
+    # what a run of the stage writes, by name (lifecycle.interfaces.output_paths)
+    outputs: ClassVar[dict[str, StageOutput]] = {**RUN_OUTPUTS, **EVALUATION_OUTPUTS}
 
     def __init__(
         self,
@@ -69,6 +112,7 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
 
         for key in ("backbone", "student"):  # DistillationModule's backbone is its `student`
             standalone_hparams(self.hparams, key, backbone)
+        size_head(head, backbone)
         if channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
         if compile:
@@ -82,7 +126,7 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.monitor = monitor
         self.l1_penalty = l1_penalty
-        keys = input_key if input_key is not None else getattr(backbone, "input_keys", "image")
+        keys = input_key if input_key is not None else optional(backbone, "input_keys", "image")
         self.input_keys = [keys] if isinstance(keys, str) else list(keys)
 
     def _module_arguments(self) -> list[str]:
@@ -91,17 +135,9 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
         state_dict, or for a teacher nowhere). Built by LightningCLI, the hyperparameters are
         the config instead, where modules are their class_path/init_args: all are kept, so
         ``load_from_checkpoint`` rebuilds the module from the checkpoint alone."""
-        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-
-        if _given_hyperparameters.get() is not None:
+        if cli_given_hyperparameters() is not None:
             return []
-        names, frame = set(), inspect.currentframe()
-        while frame is not None:
-            if frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is self:
-                args = frame.f_code.co_varnames[1 : frame.f_code.co_argcount]
-                names |= {a for a in args if isinstance(frame.f_locals.get(a), nn.Module)}
-            frame = frame.f_back
-        return sorted(names)
+        return module_parameters(type(self))
 
     @classmethod
     def load_from_checkpoint(
@@ -197,22 +233,50 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
             mean.update(loss.detach().float(), weight=records)
         self.log(name, mean, prog_bar=prog_bar)
 
+    def data_needs(self) -> DataNeeds:
+        """What the data must be for this stage (:class:`~lifecycle.interfaces.DataNeeds`):
+        for a backbone pretrained on normalized images (loaded with
+        :func:`lifecycle.artifacts.load_backbone`, or ImageNet weights), that normalization.
+        Known from the backbone alone; the DataModule reads it at the start of its ``setup``."""
+        info = optional(self.backbone, "pretrained")
+        if info is None or getattr(info, "mean", None) is None:
+            return DataNeeds()
+        return DataNeeds(
+            mean=list(info.mean), std=list(info.std), normalization_source=str(info.folder)
+        )
+
+    def check_data_needs(self, datamodule) -> None:
+        """Refuse a DataModule that cannot meet :meth:`data_needs`
+        (:func:`~lifecycle.interfaces.check_data_needs_met`)."""
+        check_data_needs_met(datamodule, self.data_needs(), type(self).__name__)
+
     def setup(self, stage: str) -> None:
-        self.use_pretrained_inputs()
+        """Check, never change, the DataModule: that it met :meth:`data_needs` and tokenizes
+        as the backbone was pretrained, and that its tokenizer and rows fit the backbone."""
+        self.check_data_needs(trainer_datamodule(self))
+        self.check_pretrained_tokenizer()
         self.check_data_fits_backbone()
 
-    def use_pretrained_inputs(self) -> None:
-        """For a backbone loaded with :func:`lifecycle.artifacts.load_backbone`: give image data
-        the normalization it was pretrained with, and check that text is tokenized with its
-        pretraining tokenizer (ids from another vocabulary would mean other words)."""
-        info = getattr(self.backbone, "pretrained", None)
+    def check_pretrained_tokenizer(self) -> None:
+        """For a backbone pretrained on text with its own tokenizer: check that the data
+        tokenizes with it (ids from another vocabulary would mean other words).
+
+        Raises:
+            ConfigError: the DataModule has no ``tokenizer``, or another one.
+        """
+        info = optional(self.backbone, "pretrained")
         datamodule = trainer_datamodule(self)
-        if info is None or datamodule is None:
+        if info is None or info.tokenizer is None or datamodule is None:
             return
-        if info.mean is not None and hasattr(datamodule, "use_normalization"):
-            datamodule.use_normalization(info.mean, info.std, source=str(info.folder))
-        tokenizer = getattr(datamodule, "tokenizer", None)
-        if info.tokenizer is not None and tokenizer is not None:
+        tokenizer = require(
+            datamodule,
+            "tokenizer",
+            f"{type(self).__name__} (its backbone was pretrained with the tokenizer in "
+            f"{info.tokenizer})",
+            "give the DataModule a `tokenizer` attribute (lifecycle.interfaces.TokenizedData), "
+            f"e.g. lifecycle.data.TextClassificationDataModule with `tokenizer: {info.tokenizer}`",
+        )
+        if tokenizer is not None:
             from lifecycle.data.tokenization import load_tokenizer
 
             if load_tokenizer(info.tokenizer).get_vocab() != tokenizer.get_vocab():
@@ -244,7 +308,7 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
         from lifecycle.data.tokenization import embedding_rows_needed
 
         tokenizer = self.datamodule_attr("tokenizer")
-        vocab = getattr(self.backbone, "vocab_size", None)
+        vocab = optional(self.backbone, "vocab_size")
         needed = embedding_rows_needed(tokenizer) if tokenizer is not None else 0
         if isinstance(vocab, int) and needed > vocab:
             if "vocab_size" in inspect.signature(type(self.backbone)).parameters:
@@ -258,7 +322,7 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
                 f"The tokenizer has {needed} tokens but the backbone's embedding holds {vocab}. "
                 f"Fix: {fix}."
             )
-        positions = getattr(self.backbone, "max_length", None)
+        positions = optional(self.backbone, "max_length")
         length = self.datamodule_attr("max_length")
         if isinstance(positions, int) and isinstance(length, int) and length > positions:
             raise ConfigError(
@@ -282,6 +346,39 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
     def configure_optimizers(self):
         return configure_stage_optimizers(self, self.monitor)
 
-    def datamodule_attr(self, name: str):
-        """An attribute of the Trainer's DataModule (e.g. ``class_names``), or ``None``."""
-        return getattr(trainer_datamodule(self), name, None)
+    def datamodule_attr(self, name: str, default: Any = None):
+        """An optional attribute of the Trainer's DataModule (one a protocol of
+        :mod:`lifecycle.interfaces` lists as optional, e.g. ``class_names``), or ``default``."""
+        return optional(trainer_datamodule(self), name, default)
+
+    def datamodule_require(self, name: str, fix: str) -> Any:
+        """A required attribute of the Trainer's DataModule (``None`` without a DataModule:
+        plain DataLoaders), or a ConfigError naming it and ``fix``."""
+        datamodule = trainer_datamodule(self)
+        return None if datamodule is None else require(datamodule, name, type(self).__name__, fix)
+
+
+def module_parameters(cls: type) -> list[str]:
+    """The ``__init__`` parameters of ``cls`` and its bases whose annotation admits an
+    ``nn.Module`` (``nn.Module``, ``nn.Module | None``, ...): the ones that take modules."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass.__module__.startswith(("lightning", "torch")):
+            continue
+        try:
+            hints = typing.get_type_hints(init)
+        except Exception:  # noqa: BLE001 - an annotation that does not resolve: read it as text
+            hints = {k: str(v) for k, v in getattr(init, "__annotations__", {}).items()}
+        for name, hint in hints.items():
+            if name != "return" and _admits_module(hint):
+                names.add(name)
+    return sorted(names)
+
+
+def _admits_module(hint: Any) -> bool:
+    if isinstance(hint, str):
+        return "Module" in hint
+    if isinstance(hint, type):
+        return issubclass(hint, nn.Module)
+    return any(_admits_module(arg) for arg in typing.get_args(hint))

@@ -212,38 +212,19 @@ data:
 def test_a_pretraining_run_killed_mid_epoch_resumes_from_its_checkpoint_to_the_same_backbone(
     tmp_path,
 ):
-    import os
-    import subprocess
-
     from safetensors.torch import load_file
 
-    from tests.conftest import LIFECYCLE, REPO
+    from tests.training.killer import run_killed, run_subprocess, write_kill_config
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(PRETRAIN_RECIPE)
-    kill = tmp_path / "kill.yaml"
-    kill.write_text(
-        PRETRAIN_RECIPE.split("model:")[0].replace(
-            "      init_args: {every_n_train_steps: 3}\n",
-            "      init_args: {every_n_train_steps: 3}\n    - class_path: tests.training.killer.KillAt\n"
-            "      init_args: {step: 26}\n",
-        )  # fmt: skip
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    base = [LIFECYCLE, "fit", "--config", str(recipe), "--trainer.default_root_dir", str(tmp_path)]
-
-    def run(*extra):
-        return subprocess.run(
-            [*base, *extra], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
-        )
-
-    assert run("--run_name", "whole").returncode == 0
-    killed = run("--config", str(kill), "--run_name", "killed")
-    assert (
-        killed.returncode != 0
-    )  # 21 steps an epoch: killed in the second, 2 steps after its checkpoint
+    # 21 steps an epoch: killed in the second, 2 steps after its checkpoint
+    kill = write_kill_config(tmp_path / "kill.yaml", step=26, every_n_train_steps=3)
+    base = ["fit", "--config", recipe, "--trainer.default_root_dir", tmp_path]
+    assert run_subprocess([*base, "--run_name", "whole"]).returncode == 0
+    run_killed(base, kill)  # SIGKILL: stronger than the returncode != 0 it checked
     assert not (tmp_path / "killed" / "version_0" / "pretrained").exists()
-    resumed = run("--run_name", "killed", "--ckpt_path", "last")
+    resumed = run_subprocess([*base, "--run_name", "killed", "--ckpt_path", "last"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restored all states from the checkpoint" in resumed.stderr + resumed.stdout
     whole, again = (

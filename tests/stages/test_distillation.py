@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifecycle.data import ImageClassificationDataModule
+from lifecycle.errors import ConfigError, MissingFileError
 from lifecycle.models import MLP, SmallCNN
 from lifecycle.stages import ClassificationModule, DistillationModule
 from lifecycle.stages.distillation import load_teacher, soft_target_loss
@@ -117,9 +118,9 @@ def test_cached_teacher_scores_each_record_once(digits_teacher, tmp_path):
 def test_cache_with_augmentation_is_refused_with_the_fix(digits_teacher, tmp_path):
     dm = ImageClassificationDataModule("digits", train_transforms="light")
     model = DistillationModule(digits_teacher, MLP(64, [16]), 10, cache_teacher=True)
-    with pytest.raises(ValueError, match="augmented.*cache_teacher: false"):
+    with pytest.raises(ConfigError, match="augmented.*cache_teacher: false"):
         quiet_trainer(tmp_path, max_epochs=1).fit(model, dm)
-    with pytest.raises(ValueError, match="mix: mixup"):
+    with pytest.raises(ConfigError, match="mix: mixup"):
         DistillationModule(digits_teacher, MLP(64, [16]), 10, cache_teacher=True, mix="mixup")
 
 
@@ -186,11 +187,11 @@ def test_feature_distillation_learns_an_adapter(digits_teacher, tmp_path):
 
 
 def test_bad_input_errors_name_the_problem_and_fix(digits_teacher):
-    with pytest.raises(ValueError, match=r"teacher outputs 10 classes.*num_classes: 10"):
+    with pytest.raises(ConfigError, match=r"teacher outputs 10 classes.*num_classes: 10"):
         DistillationModule(digits_teacher, MLP(64, [16]), 5)
-    with pytest.raises(ValueError, match=r"no layer named 'layers\.9'.*'layers\.0'"):
+    with pytest.raises(ConfigError, match=r"no layer named 'layers\.9'.*'layers\.0'"):
         DistillationModule(digits_teacher, MLP(64, [16]), 10, feature_layers={"layers.9": ""})
-    with pytest.raises(ValueError, match=r"teacher has no layer named 'conv'.*'head.linear'\]"):
+    with pytest.raises(ConfigError, match=r"teacher has no layer named 'conv'.*'head.linear'\]"):
         DistillationModule(digits_teacher, MLP(64, [16]), 10, feature_layers={"layers.0": "conv"})
     model = DistillationModule(
         digits_teacher, MLP(64, [16]), 10, feature_layers={"": "backbone"}, feature_adapter=False
@@ -198,12 +199,12 @@ def test_bad_input_errors_name_the_problem_and_fix(digits_teacher):
     dm = ImageClassificationDataModule("digits")
     dm.setup("fit")
     with pytest.raises(
-        ValueError, match=r"outputs \(16,\).*outputs \(64,\).*feature_adapter: true"
+        ConfigError, match=r"outputs \(16,\).*outputs \(64,\).*feature_adapter: true"
     ):
         model._probe(dm.example_batch())
-    with pytest.raises(ValueError, match="`alpha` must be in"):
+    with pytest.raises(ConfigError, match="`alpha` must be in"):
         DistillationModule(digits_teacher, MLP(64, [16]), 10, alpha=1.5)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(MissingFileError, match="does not exist"):
         load_teacher("runs/none/checkpoints/last.ckpt")
 
 
@@ -271,7 +272,7 @@ def test_text_teacher_gets_its_own_tokenization_of_the_same_texts(tmp_path):
     ]
     assert not torch.equal(batch["teacher_input_ids"][:, :5], batch["input_ids"][:, :5])
     assert model.teacher_calls == len(dm.split_dataset("train")) + 2  # cached after epoch 1
-    with pytest.raises(ValueError, match="teacher outputs 3 classes"):
+    with pytest.raises(ConfigError, match="teacher outputs 3 classes"):
         DistillationModule(load_teacher(str(bert_teacher_folder(tmp_path, texts, 3))), TextCNN(), 2)
 
 
@@ -292,7 +293,7 @@ def test_token_augmentation_with_another_teacher_tokenizer_is_refused(tmp_path):
 def test_a_checkpoint_of_a_module_built_in_python_says_how_to_pass_the_teacher(tmp_path):
     path = tmp_path / "python.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"num_classes": 10}}, path)
-    with pytest.raises(ValueError, match="pass the module as `teacher`"):
+    with pytest.raises(ConfigError, match="pass the module as `teacher`"):
         load_teacher(str(path))
 
 

@@ -200,7 +200,7 @@ def test_a_roberta_language_model_takes_rows_of_its_full_max_length():
     ids = torch.randint(3, 60, (2, SIZES["max_length"]))
     out = model(ids, torch.ones_like(ids), labels=ids)
     assert out.logits.shape == (2, 32, 60) and torch.isfinite(out.loss)
-    assert model.backbone()(ids, torch.ones_like(ids)).shape == (2, SIZES["hidden_size"])
+    assert model.backbone(ids, torch.ones_like(ids)).shape == (2, SIZES["hidden_size"])
 
 
 @pytest.mark.parametrize("mlm", [True, False])
@@ -260,39 +260,21 @@ def train_losses(run_dir) -> dict[int, float]:
 
 @pytest.mark.slow
 def test_a_masked_lm_run_killed_mid_epoch_resumes_to_the_same_losses(corpus, tmp_path):
-    import os
-    import signal
-    import subprocess
-
-    from tests.conftest import LIFECYCLE, REPO
+    from tests.training.killer import run_killed, run_subprocess, write_kill_config
 
     lines = corpus.read_text().splitlines()[:160]  # 9 steps an epoch
     (tmp_path / "small.txt").write_text("\n".join(lines) + "\n")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(KILL_RECIPE.replace("CORPUS", str(tmp_path / "small.txt")))
-    kill = tmp_path / "kill.yaml"  # killed in the second epoch, 3 steps after its checkpoint
-    kill.write_text(
-        KILL_RECIPE.split("model:")[0].replace("CORPUS", "").replace(
-            "      init_args: {every_n_train_steps: 4}\n",
-            "      init_args: {every_n_train_steps: 4}\n"
-            "    - class_path: tests.training.killer.KillAt\n      init_args: {step: 15}\n",
-        )
-    )  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    base = [LIFECYCLE, "fit", "--config", str(recipe), "--trainer.default_root_dir", str(tmp_path)]
-
-    def run(*extra):
-        return subprocess.run(
-            [*base, *extra], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
-        )
-
-    whole = run("--run_name", "whole")
+    # killed in the second epoch, 3 steps after its checkpoint
+    kill = write_kill_config(tmp_path / "kill.yaml", step=15, every_n_train_steps=4)
+    base = ["fit", "--config", recipe, "--trainer.default_root_dir", tmp_path]
+    whole = run_subprocess([*base, "--run_name", "whole"])
     assert whole.returncode == 0, whole.stderr[-3000:]
-    killed = run("--config", str(kill), "--run_name", "killed")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]  # killed, not crashed
+    run_killed(base, kill)  # killed, not crashed
     checkpoint = tmp_path / "killed" / "version_0" / "checkpoints" / "last-step.ckpt"
     resumed_from = torch.load(checkpoint, weights_only=True)["global_step"]
-    resumed = run("--run_name", "killed", "--ckpt_path", "last")
+    resumed = run_subprocess([*base, "--run_name", "killed", "--ckpt_path", "last"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restored all states from the checkpoint" in resumed.stderr + resumed.stdout
     expected = train_losses(tmp_path / "whole" / "version_0")

@@ -1,233 +1,47 @@
-"""``DistillationModule``: teacher-student knowledge distillation (Hinton et al. 2015; FitNets).
-
-A trained teacher's predictions teach a smaller student. The student is an ordinary
-backbone + head, so the distilled model is a :class:`~lifecycle.stages.classification.ClassificationModule`
-in all but its loss: the same metrics, reports, checkpoints (with the student's keys) and
-strategies. A recipe::
-
-    model:
-      class_path: lifecycle.stages.distillation.DistillationModule
-      init_args:
-        teacher:
-          class_path: lifecycle.stages.distillation.load_teacher
-          init_args: {path: runs/fashion_mnist-classify/version_0/checkpoints/last.ckpt}
-        student:
-          class_path: lifecycle.models.MLP
-          init_args: {in_features: 784, hidden: [128]}
-        num_classes: 10
-        temperature: 4.0
-        alpha: 0.7
-"""
+"""``DistillationModule``: the stage that trains a student classifier to match a frozen teacher."""
 
 from __future__ import annotations
 
 import logging
-import re
-from pathlib import Path
-from typing import Literal
+from dataclasses import replace
+from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from lifecycle.compat import MovesUnregisteredModules
 from lifecycle.data.splits import UNLABELED
+from lifecycle.errors import ConfigError
+from lifecycle.interfaces import DataNeeds, StageOutput, check_data_needs_met, optional, require
 from lifecycle.stages.classification import ClassificationModule
+from lifecycle.stages.distillation.features import (
+    FeatureAdapter,
+    FeatureCapture,
+    adapter_key,
+    find_layer,
+)
+from lifecycle.stages.distillation.losses import (
+    FEATURE_LOSSES,
+    FeatureLoss,
+    feature_matching_loss,
+    soft_target_loss,
+)
+from lifecycle.stages.distillation.teacher import (
+    check_teacher_tokenization,
+    parameter_count,
+    renormalization,
+    teacher_normalization,
+    teacher_tokenizer,
+)
+from lifecycle.stages.supervised import trainer_datamodule
 from lifecycle.training.optim import OptimizerFactory, SchedulerFactory
 
 log = logging.getLogger(__name__)
 
-
-# --------------------------------------------------------------------------- teachers
-class TransformersClassifier(nn.Module):
-    """A ``transformers`` sequence-classification model from a local folder as a teacher:
-    ``forward(input_ids, attention_mask)`` returns its logits. The folder's tokenizer is the
-    teacher's (``tokenizer``); no code from the folder runs (``trust_remote_code`` off)."""
-
-    input_keys = ["input_ids", "attention_mask"]
-
-    def __init__(self, path: str):
-        super().__init__()
-        from transformers import AutoModelForSequenceClassification
-
-        from lifecycle.models.text import read_transformers_folder
-
-        folder, config = read_transformers_folder(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(folder), config=config, local_files_only=True, trust_remote_code=False
-        )
-        self.num_classes = config.num_labels
-        self.tokenizer = folder
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+ROLE = "DistillationModule"
 
 
-def load_teacher(path: str) -> nn.Module:
-    """A trained teacher, frozen, from a toolkit checkpoint or a ``transformers`` folder.
-
-    - A ``.ckpt`` written by a ``lifecycle fit`` run (a classification stage): the module is
-      rebuilt from the hyperparameters its recipe recorded, with the checkpoint's weights. The
-      DataModule state saved with it gives the teacher's tokenizer (text) or normalization
-      (images), so the student's data can differ in both.
-    - A folder written by ``save_pretrained`` of a sequence-classification model (or a packaged
-      model's name): see :class:`TransformersClassifier`.
-
-    Raises:
-        FileNotFoundError: nothing at ``path``.
-        ValueError: a checkpoint whose module cannot be rebuilt from it.
-        UnsafeLoadError: a checkpoint whose hyperparameters name a module that is not a
-            ``LightningModule``, or classes inside it that are not networks, optimizers or
-            schedulers (refused before anything is built).
-    """
-    target = Path(path)
-    if target.is_dir() or not target.suffix:
-        teacher = TransformersClassifier(path)
-    elif not target.is_file():
-        raise FileNotFoundError(
-            f"Teacher checkpoint {target.resolve()} does not exist. Fix: point `path` at a "
-            "classification run's checkpoint (runs/<run>/version_N/checkpoints/*.ckpt) or at a "
-            "transformers folder."
-        )
-    else:
-        teacher = _load_checkpoint_teacher(target)
-    return teacher.eval().requires_grad_(False)
-
-
-def _load_checkpoint_teacher(path: Path) -> nn.Module:
-    import lightning as L
-
-    from lifecycle.artifacts import check_checkpoint, checkpoint_globals
-
-    # refuses, before anything is built, a checkpoint naming anything but networks
-    checkpoint = check_checkpoint(path)
-    hparams = checkpoint.get("hyper_parameters", {})
-    if "_instantiator" not in hparams:
-        raise ValueError(
-            f"{path} was written by a module built in Python, so it does not record how to "
-            "rebuild its backbone. Fix: build the teacher in Python (load the weights with "
-            "`load_state_dict`) and pass the module as `teacher`, or train the teacher from a "
-            "recipe (`lifecycle fit --config ...`)."
-        )
-    with torch.serialization.safe_globals(checkpoint_globals(path)):
-        module = L.LightningModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    if not isinstance(module, ClassificationModule):
-        raise ValueError(
-            f"{path} holds a {type(module).__name__}, not a classifier: a teacher must output "
-            "class logits. Fix: give a checkpoint of a classification run."
-        )
-    for state in checkpoint.values():
-        if not isinstance(state, dict):
-            continue
-        if "tokenizer" in state:
-            from lifecycle.data.tokenization import tokenizer_from_state
-
-            module.tokenizer = tokenizer_from_state(state["tokenizer"])
-        if state.get("mean") is not None and "eval_transforms" in state:
-            module.normalization = (list(state["mean"]), list(state["std"]))
-    return module
-
-
-def teacher_tokenizer(teacher: nn.Module):
-    """The tokenizer a teacher was trained with (object or folder), or ``None``."""
-    found = getattr(teacher, "tokenizer", None)
-    if found is None:
-        info = getattr(getattr(teacher, "backbone", None), "pretrained", None)
-        found = getattr(info, "tokenizer", None)
-    return found
-
-
-def parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-# --------------------------------------------------------------------------- losses
-def soft_target_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Hinton's loss: KL(teacher || student) between the distributions softened at
-    ``temperature``, times ``temperature ** 2`` (so its gradients keep their size as T
-    changes), averaged over the batch."""
-    t = temperature
-    return (
-        F.kl_div(
-            F.log_softmax(student_logits.float() / t, dim=-1),
-            F.log_softmax(teacher_logits.float() / t, dim=-1),
-            reduction="batchmean",
-            log_target=True,
-        )
-        * t
-        * t
-    )
-
-
-def _feature(output) -> torch.Tensor:
-    """A hooked module's output as one tensor (transformers layers return tuples)."""
-    if isinstance(output, tuple | list):
-        output = output[0]
-    if hasattr(output, "last_hidden_state"):
-        output = output.last_hidden_state
-    if not isinstance(output, torch.Tensor):
-        raise ValueError(f"A distilled layer must output a tensor, got {type(output).__name__}.")
-    return output
-
-
-def _layers(root: nn.Module) -> dict[str, nn.Module]:
-    """``root``'s named submodules, less metrics (a LightningModule teacher holds them)."""
-    from torchmetrics import Metric, MetricCollection
-
-    skip = [n for n, m in root.named_modules() if n and isinstance(m, Metric | MetricCollection)]
-    return {
-        n: m
-        for n, m in root.named_modules()
-        if not any(n == s or n.startswith(s + ".") for s in skip)
-    }
-
-
-def _find_module(root: nn.Module, name: str, role: str) -> nn.Module:
-    modules = _layers(root)
-    if name not in modules:
-        names = [n for n in modules if n]
-        raise ValueError(
-            f"The {role} has no layer named {name!r}. Its layers are: {names} "
-            f"(and '' for the whole {role}). Fix: use one of these names in `feature_layers`."
-        )
-    return modules[name]
-
-
-class FeatureAdapter(nn.Module):
-    """A learned projection of a student feature to the teacher feature's shape (FitNets'
-    regressor): a 1x1 convolution for feature maps (then resized to the teacher's height and
-    width), a linear layer for vectors and token sequences."""
-
-    def __init__(self, student_shape: tuple[int, ...], teacher_shape: tuple[int, ...]):
-        super().__init__()
-        if len(student_shape) != len(teacher_shape):
-            raise ValueError(
-                f"Cannot project a student feature of shape {student_shape} to the teacher's "
-                f"{teacher_shape}: they have different ranks. Fix: pair layers of the same kind "
-                "(feature maps with feature maps, vectors with vectors)."
-            )
-        if len(student_shape) == 3 and student_shape[1] != teacher_shape[1]:
-            raise ValueError(
-                f"Token features of {student_shape[1]} and {teacher_shape[1]} positions do not "
-                "line up (different tokenizers or lengths). Fix: distil pooled features instead, "
-                "e.g. `feature_layers: {'': backbone}` (the student's and teacher's backbone outputs)."
-            )
-        self.size = tuple(teacher_shape[2:]) if len(teacher_shape) == 4 else None
-        if len(student_shape) == 4:
-            self.proj = nn.Conv2d(student_shape[1], teacher_shape[1], kernel_size=1)
-        else:
-            self.proj = nn.Linear(student_shape[-1], teacher_shape[-1])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x)
-        if self.size is not None and tuple(x.shape[2:]) != self.size:
-            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
-        return x
-
-
-# --------------------------------------------------------------------------- the stage
-class DistillationModule(ClassificationModule):
+class DistillationModule(MovesUnregisteredModules, ClassificationModule):
     """Train a student classifier to match a frozen teacher (knowledge distillation).
 
     Loss: ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, label)``
@@ -248,9 +62,17 @@ class DistillationModule(ClassificationModule):
     **Inputs.** Teacher and student see the same batch, hence the same augmented view (and,
     with ``mix``, the same mixed images). A text teacher with its own tokenizer (a
     :func:`load_teacher` checkpoint or transformers folder, or a :class:`PretrainedTransformer`
-    backbone) gets its own tokenization of the same texts: the DataModule is asked to add
-    ``teacher_input_ids``/``teacher_attention_mask`` to training batches. An image teacher
-    trained with another normalization gets the student's images re-normalized to its own.
+    backbone) gets its own tokenization of the same texts: :meth:`data_needs` hands its
+    tokenizer to the DataModule before it builds its datasets, and the DataModule adds
+    ``teacher_input_ids``/``teacher_attention_mask`` to training batches where the teacher's
+    vocabulary differs from the student's. An image teacher trained with another normalization
+    gets the student's images re-normalized to its own.
+
+    **What it reads from the DataModule** (:class:`~lifecycle.interfaces.ExampleBatches`):
+    ``example_batch("train")``, to check the teacher's classes and size the feature adapters
+    before training, and with ``cache_teacher`` ``split_dataset("train")``, to size the cache;
+    a DataModule without them is refused, naming the missing one. Optional: ``mean``/``std``
+    (the student's normalization) and ``tokenizer``.
 
     **Cached teacher** (``cache_teacher``): the teacher's logits for each training record are
     stored the first time it is seen (keyed by the batch's ``index``) and reused in later
@@ -279,9 +101,26 @@ class DistillationModule(ClassificationModule):
         head, head_dropout, optimizer, scheduler, scheduler_interval, monitor, label_smoothing,
             mix, mix_alpha, mix_prob, input_key, compile, channels_last: the student's, as for
             :class:`ClassificationModule`.
+
+    Raises:
+        ConfigError: an argument out of range, a teacher that is not a module or outputs
+            another number of classes, a layer of ``feature_layers`` that does not exist, or
+            ``cache_teacher`` with ``feature_layers`` or ``mix``.
     """
 
     accepts_unlabeled = True
+    # a classifier's outputs; the checkpoints hold the student alone
+    outputs: ClassVar[dict[str, StageOutput]] = {
+        **ClassificationModule.outputs,
+        **{
+            name: replace(
+                ClassificationModule.outputs[name],
+                description=ClassificationModule.outputs[name].description
+                + " (the student alone, under a ClassificationModule's keys: no teacher)",
+            )
+            for name in ("checkpoint", "best_checkpoint")
+        },
+    }
 
     def __init__(
         self,
@@ -292,7 +131,7 @@ class DistillationModule(ClassificationModule):
         alpha: float = 0.5,
         feature_layers: dict[str, str] | None = None,
         feature_weight: float = 1.0,
-        feature_loss: Literal["mse", "cosine"] = "mse",
+        feature_loss: FeatureLoss = "mse",
         feature_adapter: bool = True,
         cache_teacher: bool = False,
         head: nn.Module | None = None,
@@ -310,15 +149,15 @@ class DistillationModule(ClassificationModule):
         channels_last: bool = False,
     ):
         if temperature <= 0:
-            raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+            raise ConfigError(f"`temperature` must be > 0, got {temperature}.")
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"`alpha` must be in [0, 1], got {alpha}.")
-        if feature_loss not in ("mse", "cosine"):
-            raise ValueError(f"`feature_loss` must be 'mse' or 'cosine', got {feature_loss!r}.")
+            raise ConfigError(f"`alpha` must be in [0, 1], got {alpha}.")
+        if feature_loss not in FEATURE_LOSSES:
+            raise ConfigError(f"`feature_loss` must be 'mse' or 'cosine', got {feature_loss!r}.")
         if feature_weight < 0:
-            raise ValueError(f"`feature_weight` must be >= 0, got {feature_weight}.")
+            raise ConfigError(f"`feature_weight` must be >= 0, got {feature_weight}.")
         if not isinstance(teacher, nn.Module):
-            raise ValueError(
+            raise ConfigError(
                 f"`teacher` must be a module, got {type(teacher).__name__}. Fix: build it with "
                 "`class_path: lifecycle.stages.distillation.load_teacher`."
             )
@@ -342,16 +181,22 @@ class DistillationModule(ClassificationModule):
         teacher.eval().requires_grad_(False)
         # not a registered submodule: out of the state_dict, the optimizer, DDP and .train()
         object.__setattr__(self, "teacher", teacher)
-        teacher_classes = getattr(teacher, "num_classes", None)
+        teacher_classes = optional(teacher, "num_classes")
         if isinstance(teacher_classes, int) and teacher_classes != num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"The teacher outputs {teacher_classes} classes but the student has "
                 f"`num_classes: {num_classes}`. Distillation needs the same classes in the same "
                 f"order. Fix: set `num_classes: {teacher_classes}` (and the data's classes to "
                 "the teacher's), or use a teacher trained on these classes."
             )
-        keys = getattr(teacher, "input_keys", None)
+        keys = optional(teacher, "input_keys")
         self.teacher_input_keys = [keys] if isinstance(keys, str) else list(keys or self.input_keys)
+        if mix is not None and self.teacher_input_keys != self.input_keys:
+            raise ConfigError(
+                f"`mix: {mix}` mixes the student's {self.input_keys}, but the teacher takes "
+                f"{self.teacher_input_keys}: it could not see the same mixed input. Fix: set "
+                "`mix: null`."
+            )
         self.temperature = temperature
         self.alpha = alpha
         self.feature_layers = dict(feature_layers or {})
@@ -360,22 +205,22 @@ class DistillationModule(ClassificationModule):
         self.feature_adapter = feature_adapter
         self.cache_teacher = cache_teacher
         if cache_teacher and self.feature_layers:
-            raise ValueError(
+            raise ConfigError(
                 "`cache_teacher` stores the teacher's logits only; feature distillation needs "
                 "its live activations. Fix: set `cache_teacher: false` or drop `feature_layers`."
             )
         if cache_teacher and mix is not None:
-            raise ValueError(
+            raise ConfigError(
                 f"`cache_teacher` reuses the teacher's logits of each record, but `mix: {mix}` "
                 "shows the student new mixed images every step. Fix: set `cache_teacher: false`."
             )
-        self._captured: dict[str, dict[str, torch.Tensor]] = {"student": {}, "teacher": {}}
-        self._capturing = False
-        self._hooks = []
-        student_root = getattr(self.backbone, "_orig_mod", self.backbone)  # under torch.compile
+        self.capture = FeatureCapture()
         for s_name, t_name in self.feature_layers.items():
-            self._hook(_find_module(student_root, s_name, "student backbone"), "student", s_name)
-            self._hook(_find_module(teacher, t_name, "teacher"), "teacher", t_name)
+            # `compile` compiles the backbone in place: its layers keep their names
+            self.capture.watch(
+                find_layer(self.backbone, s_name, "student backbone"), "student", s_name
+            )
+            self.capture.watch(find_layer(teacher, t_name, "teacher"), "teacher", t_name)
         self.adapters = nn.ModuleDict()
         self.register_buffer("teacher_scale", None, persistent=False)
         self.register_buffer("teacher_shift", None, persistent=False)
@@ -383,64 +228,88 @@ class DistillationModule(ClassificationModule):
         self.register_buffer("cached", None, persistent=False)
         self.teacher_calls = 0  # records the teacher scored (a cached teacher's stop growing)
 
-    # ----------------------------------------------------------------- the teacher's place
-    def _apply(self, fn, recurse: bool = True):
-        super()._apply(fn, recurse)
-        self.teacher._apply(fn)  # device and dtype moves reach the unregistered teacher
-        return self
+    def unregistered_modules(self) -> list[nn.Module]:
+        """The teacher: device and dtype moves of the module reach it too."""
+        return [self.teacher]
 
-    def _hook(self, module: nn.Module, role: str, name: str) -> None:
-        def capture(_module, _inputs, output):
-            if self._capturing:
-                self._captured[role][name] = _feature(output)
+    # ----------------------------------------------------------------- what the data must be
+    def data_needs(self) -> DataNeeds:
+        """The student's needs (:meth:`SupervisedModule.data_needs`) plus, for a teacher with
+        a tokenizer (:func:`teacher_tokenizer`), that tokenizer: the DataModule then adds the
+        teacher's own tokenization of each training text where its vocabulary differs from the
+        student's (only the DataModule knows the student's tokenizer, trained in its setup).
+        Known from the teacher alone; read by the DataModule before it builds its datasets."""
+        needs = super().data_needs()
+        tokenizer = teacher_tokenizer(self.teacher)
+        return needs if tokenizer is None else replace(needs, teacher_tokenizer=tokenizer)
 
-        self._hooks.append(module.register_forward_hook(capture))
-
-    @staticmethod
-    def _adapter_key(name: str) -> str:
-        return re.sub(r"\W", "_", name) or "backbone"
+    def check_data_needs(self, datamodule) -> None:
+        """The student's own needs must be met; the teacher's tokenizer only where it
+        tokenizes differently (:func:`check_teacher_tokenization`, run in :meth:`setup`): a
+        DataModule of the user's that tokenizes as the teacher does needs no
+        ``apply_data_needs``."""
+        check_data_needs_met(datamodule, super().data_needs(), type(self).__name__)
 
     # ----------------------------------------------------------------- setup checks
     def setup(self, stage: str) -> None:
-        datamodule = self._trainer.datamodule if self._trainer is not None else None
-        tokenizer = teacher_tokenizer(self.teacher)
-        data_tokenizer = getattr(datamodule, "tokenizer", None)
-        if tokenizer is not None and data_tokenizer is not None and stage == "fit":
-            from lifecycle.data.tokenization import load_tokenizer
+        """Check, never change, the DataModule (:func:`check_teacher_tokenization`, then the
+        classifier's checks); for ``fit``, map the student's normalization to the teacher's,
+        probe both models on one training batch and size the teacher cache.
 
-            if not hasattr(tokenizer, "get_vocab"):
-                tokenizer = load_tokenizer(tokenizer)
-            if tokenizer.get_vocab() != data_tokenizer.get_vocab():
-                if not hasattr(datamodule, "use_teacher_tokenizer"):
-                    raise ValueError(
-                        f"The teacher tokenizes with its own vocabulary ({len(tokenizer)} "
-                        f"tokens) but {type(datamodule).__name__} cannot add the teacher's "
-                        "tokenization to batches. Fix: use TextClassificationDataModule, or "
-                        "give batches `teacher_input_ids` and `teacher_attention_mask`."
-                    )
-                datamodule.use_teacher_tokenizer(tokenizer)
+        Raises:
+            ConfigError: a DataModule without what distillation reads (see the class
+                docstring), ``cache_teacher`` with augmented training data, or a teacher and
+                a student that do not fit (classes, feature shapes).
+        """
+        datamodule = trainer_datamodule(self)
+        if stage == "fit":
+            check_teacher_tokenization(self.teacher, datamodule)
         super().setup(stage)
         if stage != "fit":
             return
         self._set_teacher_normalization(datamodule)
-        train = datamodule.split_dataset("train") if hasattr(datamodule, "split_dataset") else None
-        if self.cache_teacher and getattr(train, "epoch_indexed", False):
-            raise ValueError(
+        train = None
+        if self.cache_teacher:
+            if datamodule is None:
+                raise ConfigError(
+                    "`cache_teacher: true` sizes its cache from the DataModule's training "
+                    "split (`split_dataset`), but the data came as plain DataLoaders. Fix: "
+                    "train with a DataModule (lifecycle.interfaces.ExampleBatches), or set "
+                    "`cache_teacher: false`."
+                )
+            split_dataset = require(
+                datamodule,
+                "split_dataset",
+                f"{ROLE} with `cache_teacher: true` (to size the cache)",
+                "give the DataModule a `split_dataset(split)` method returning the split's "
+                "Dataset (lifecycle.interfaces.ExampleBatches), or set `cache_teacher: false`",
+            )
+            train = split_dataset("train")
+        if self.cache_teacher and optional(train, "epoch_indexed", False):
+            raise ConfigError(
                 "`cache_teacher: true` scores each training record once, but the training data "
                 "is augmented (`train_transforms` or token augmentation): later epochs would "
                 "show the student views the teacher never scored. Fix: set `cache_teacher: "
                 "false` (the teacher then scores each augmented view live, the same view the "
                 "student sees), or turn training augmentation off."
             )
-        if datamodule is not None and hasattr(datamodule, "example_batch"):
-            self._probe(datamodule.example_batch("train"))
+        if datamodule is not None:
+            example_batch = require(
+                datamodule,
+                "example_batch",
+                f"{ROLE} (to check the teacher's classes and size the feature adapters on one "
+                "training batch)",
+                "give the DataModule an `example_batch(split)` method returning one collated "
+                "batch (lifecycle.interfaces.ExampleBatches)",
+            )
+            self._probe(example_batch("train"))
         elif self.feature_layers:
-            raise ValueError(
+            raise ConfigError(
                 "Feature distillation sizes its adapters on one training batch, taken from the "
                 "DataModule's `example_batch`. Fix: train with a lifecycle DataModule (or give "
                 "yours an `example_batch(split)` method)."
             )
-        if self.cache_teacher and train is not None:
+        if train is not None:
             self.cached_logits = torch.zeros(len(train), self.num_classes)
             self.cached = torch.zeros(len(train), dtype=torch.bool)
         log.info(
@@ -450,19 +319,14 @@ class DistillationModule(ClassificationModule):
 
     def _set_teacher_normalization(self, datamodule) -> None:
         """An image teacher trained with another normalization gets the student's images
-        mapped to its own: ``x_t = (x * std_s + mean_s - mean_t) / std_t``."""
-        theirs = getattr(self.teacher, "normalization", None)
-        mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
-        if theirs is None or mean is None or std is None:
-            return
-        t_mean, t_std = (torch.as_tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in theirs)
-        s_mean, s_std = (
-            torch.as_tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (mean, std)
+        mapped to its own (:func:`renormalization`)."""
+        mapping = renormalization(
+            teacher_normalization(self.teacher),
+            optional(datamodule, "mean"),
+            optional(datamodule, "std"),
         )
-        if torch.allclose(t_mean, s_mean) and torch.allclose(t_std, s_std):
-            return
-        self.teacher_scale = s_std / t_std
-        self.teacher_shift = (s_mean - t_mean) / t_std
+        if mapping is not None:
+            self.teacher_scale, self.teacher_shift = mapping
 
     def _probe(self, batch: dict) -> None:
         """One forward of both models on a small batch: the teacher's class count, the
@@ -474,26 +338,26 @@ class DistillationModule(ClassificationModule):
         try:
             with torch.no_grad():
                 teacher_logits = self._teacher_forward(batch, capture=True)
-                self._capturing = True
-                self.forward_batch(batch)
+                with self.capture.recording():
+                    self.forward_batch(batch)
         finally:
-            self._capturing = False
             self.train(was_training)
+        features = self.capture.take()
         classes = teacher_logits.shape[-1]
         if classes != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"The teacher outputs {classes} classes but the student has `num_classes: "
                 f"{self.num_classes}`. Distillation needs the same classes in the same order. "
                 f"Fix: use a teacher trained on these {self.num_classes} classes."
             )
         for s_name, t_name in self.feature_layers.items():
-            s_shape = tuple(self._captured["student"][s_name].shape)
-            t_shape = tuple(self._captured["teacher"][t_name].shape)
-            key = self._adapter_key(s_name)
+            s_shape = tuple(features["student"][s_name].shape)
+            t_shape = tuple(features["teacher"][t_name].shape)
+            key = adapter_key(s_name)
             if s_shape == t_shape or key in self.adapters:
                 continue
             if not self.feature_adapter:
-                raise ValueError(
+                raise ConfigError(
                     f"Student layer {s_name!r} outputs {s_shape[1:]} per sample but teacher "
                     f"layer {t_name!r} outputs {t_shape[1:]}, and `feature_adapter` is off. "
                     "Fix: set `feature_adapter: true` (a learned projection) or pair layers "
@@ -504,7 +368,6 @@ class DistillationModule(ClassificationModule):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(torch.initial_seed() + len(self.adapters))
                 self.adapters[key] = FeatureAdapter(s_shape, t_shape).to(device)
-        self._captured = {"student": {}, "teacher": {}}
 
     def sharded_modules(self) -> list[nn.Module]:
         """The student and the feature adapters; the teacher stays a whole replica on every
@@ -528,20 +391,19 @@ class DistillationModule(ClassificationModule):
         return xs
 
     def _teacher_forward(self, batch: dict, capture: bool = False, inputs=None) -> torch.Tensor:
-        self._capturing = capture
-        try:
-            with torch.no_grad():
-                logits = self.teacher(
-                    *(inputs if inputs is not None else self._teacher_inputs(batch))
-                )
-        finally:
-            self._capturing = False
+        with self.capture.recording(capture), torch.no_grad():
+            logits = self.teacher(*(inputs if inputs is not None else self._teacher_inputs(batch)))
         self.teacher_calls += len(logits)
         return logits.detach()
 
     def teacher_logits(self, batch: dict, inputs=None) -> torch.Tensor:
         """The teacher's logits for a training batch: from the cache where every record of the
-        batch has been scored before (``cache_teacher``), else computed (and cached)."""
+        batch has been scored before (``cache_teacher``), else computed (and cached).
+
+        Args:
+            batch: the training batch.
+            inputs: the teacher's inputs when they are not the batch's (mixed images).
+        """
         if not self.cache_teacher or self.cached is None:
             return self._teacher_forward(batch, capture=bool(self.feature_layers), inputs=inputs)
         if "index" not in batch:
@@ -570,20 +432,15 @@ class DistillationModule(ClassificationModule):
         return self._loss(logits, target.clamp_min(0), labeled)
 
     def _feature_term(self) -> torch.Tensor:
+        features = self.capture.take()
         terms = []
         for s_name, t_name in self.feature_layers.items():
-            student = self._captured["student"][s_name]
-            teacher = self._captured["teacher"][t_name].to(student.dtype)
-            key = self._adapter_key(s_name)
+            student = features["student"][s_name]
+            teacher = features["teacher"][t_name].to(student.dtype)
+            key = adapter_key(s_name)
             if key in self.adapters:
                 student = self.adapters[key](student)
-            if self.feature_loss == "mse":
-                terms.append(F.mse_loss(student, teacher))
-            else:
-                terms.append(
-                    1 - F.cosine_similarity(student.flatten(1), teacher.flatten(1), dim=1).mean()
-                )
-        self._captured = {"student": {}, "teacher": {}}
+            terms.append(feature_matching_loss(student, teacher, self.feature_loss))
         return torch.stack(terms).sum()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -592,21 +449,12 @@ class DistillationModule(ClassificationModule):
         mixed = self.mix is not None and float(torch.rand(())) < self.mix_prob
         lam, perm, teacher_inputs = 1.0, None, None
         if mixed:
-            if self.teacher_input_keys != self.input_keys:
-                raise ValueError(
-                    f"`mix: {self.mix}` mixes the student's {self.input_keys}, but the teacher "
-                    f"takes {self.teacher_input_keys}: it could not see the same mixed input. "
-                    "Fix: set `mix: null`."
-                )
             mixed_x, lam, perm = self._mix_input(inputs[0])
             inputs = [mixed_x, *inputs[1:]]
             teacher_inputs = self._teacher_inputs({**batch, self.input_keys[0]: mixed_x})
         teacher = self.teacher_logits(batch, inputs=teacher_inputs)
-        self._capturing = bool(self.feature_layers)
-        try:
+        with self.capture.recording(bool(self.feature_layers)):
             logits = self(*inputs)
-        finally:
-            self._capturing = False
         soft = soft_target_loss(logits, teacher, self.temperature)
         hard = self._hard_loss(logits, target, weight)
         if perm is not None:
