@@ -53,3 +53,82 @@ def release_process_group_references() -> int:
                     setattr(obj, name, None)
                     dropped += 1
     return dropped
+
+
+# ---------------------------------------------------------------- stages (issue 19, STAGES)
+# Lightning's key, in a checkpoint's ``hyper_parameters``, naming the function that built the
+# module from its config (LightningCLI's ``instantiate_module``); checked on lightning 2.6.6.
+INSTANTIATOR_KEY = "_instantiator"
+
+
+def checkpoint_instantiator(hparams: dict) -> str | None:
+    """The instantiator a checkpoint's ``hyper_parameters`` name (``None`` when the module was
+    built from Python). Private: the ``"_instantiator"`` key Lightning's
+    ``_given_hyperparameters_context`` adds; checked on lightning 2.6.6."""
+    return hparams.get(INSTANTIATOR_KEY) if isinstance(hparams, dict) else None
+
+
+def cli_given_hyperparameters() -> dict | None:
+    """The config LightningCLI is building the current LightningModule from (what
+    ``save_hyperparameters`` records instead of the ``__init__`` arguments), or ``None`` when
+    the module is built from Python. Private:
+    ``lightning.pytorch.core.mixins.hparams_mixin._given_hyperparameters``, a ContextVar;
+    checked on lightning 2.6.6."""
+    from lightning.pytorch.core.mixins import hparams_mixin
+
+    return hparams_mixin._given_hyperparameters.get()
+
+
+# --- training: fault tolerance (lifecycle.training.fault_tolerance) ---------------------------
+
+
+def load_pending_train_loader_states(trainer) -> bool:
+    """Give the training DataLoaders the states of a restored checkpoint that Lightning kept
+    pending, set their samplers' epoch, and start their iterators again; ``False`` (and nothing
+    done) when no state is pending. The workaround of Lightning#20550 (see
+    :func:`lifecycle.training.fault_tolerance.restore_loader_states`).
+
+    Checked on lightning 2.6.6: ``_FitLoop._combined_loader_states_to_load`` (the list of saved
+    loader states Lightning gives the loaders when it builds them after the restore),
+    ``_FitLoop._combined_loader`` with ``CombinedLoader._load_state_dicts(states)``, and
+    ``_FitLoop._data_fetcher``, whose ``iter()`` recreates the loaders' iterators (what
+    ``_FitLoop.setup_data`` does).
+    """
+    fit_loop = trainer.fit_loop
+    pending = getattr(fit_loop, "_combined_loader_states_to_load", None)
+    loader = getattr(fit_loop, "_combined_loader", None)
+    if not pending or loader is None or not fit_loop.restarting:
+        return False
+    loader._load_state_dicts(pending)
+    fit_loop._combined_loader_states_to_load = []
+    epoch = fit_loop.epoch_progress.current.processed
+    for dataloader in loader.flattened:
+        # what Lightning's _set_sampler_epoch does: the sampler and the batch sampler's sampler
+        batch_sampler = getattr(dataloader, "batch_sampler", None)
+        for sampler in {id(s): s for s in (getattr(dataloader, "sampler", None),
+                                           getattr(batch_sampler, "sampler", None))}.values():  # fmt: skip
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(epoch)
+    iter(fit_loop._data_fetcher)
+    return True
+
+
+# ---------------------------------------------------------------- distillation (issue 19)
+class MovesUnregisteredModules:
+    """Mixin for an ``nn.Module`` that holds modules outside its registered submodules (a
+    distillation teacher: kept out of the state_dict, the optimizer, DDP's wrapping and
+    ``.train()``) and must still move them with it: every device and dtype move (``to``,
+    ``cuda``, ``half``, a precision plugin's conversion, a strategy's ``model_to_device``) goes
+    through ``nn.Module._apply``, and no public hook sees them all. Subclasses list the modules
+    in :meth:`unregistered_modules`. Private: overrides ``torch.nn.Module._apply(fn,
+    recurse=True)``; checked on torch 2.13.0."""
+
+    def unregistered_modules(self) -> list:
+        """The modules to move with this one (none by default)."""
+        return []
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        for module in self.unregistered_modules():
+            module._apply(fn)
+        return self

@@ -38,3 +38,66 @@ def test_destroyed_process_groups_held_by_a_mesh_and_fsdp2_are_freed_with_their_
     assert gloo_threads() == before  # freed: their destructors joined the threads
     assert mesh._pg_registry == {}
     assert release_process_group_references() == 0
+
+
+class _Recorder:
+    """A LightningModule that trains on index batches, records them, and sizes its schedule
+    from ``trainer.estimated_stepping_batches`` (what triggers Lightning#20550)."""
+
+    @staticmethod
+    def build(seen: list[list[int]], save_at: int | None = None, path=None):
+        import lightning as L
+
+        class Module(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(1, 1)
+
+            def training_step(self, batch, batch_idx):
+                seen.append(batch[0].tolist())
+                return self.layer(batch[0].float()[:, None]).sum()
+
+            def on_train_batch_end(self, outputs, batch, batch_idx):
+                if self.global_step == save_at:
+                    self.trainer.save_checkpoint(path)
+
+            def configure_optimizers(self):
+                opt = torch.optim.SGD(self.parameters(), lr=0.1)
+                steps = self.trainer.estimated_stepping_batches
+                return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.OneCycleLR(
+                    opt, max_lr=0.1, total_steps=steps)}  # fmt: skip
+
+        return Module()
+
+
+def test_lightning_still_leaves_loader_states_pending_and_the_compat_function_loads_them(tmp_path):
+    """Lightning#20550, checked on lightning 2.6.6: when this test fails because the function
+    returned False, Lightning loads the states itself: drop the workaround."""
+    import lightning as L
+    from torch.utils.data import TensorDataset
+
+    from lifecycle.compat import load_pending_train_loader_states
+    from lifecycle.data.loading import make_loader
+
+    calls = []
+
+    class Watch(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            calls.append(load_pending_train_loader_states(trainer))
+
+    def fit(seen, ckpt_path=None, save_at=None):
+        loader = make_loader(
+            TensorDataset(torch.arange(40)), 4, shuffle=True, num_workers=0, seed=1
+        )
+        trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, callbacks=[Watch()],
+                            enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+        module = _Recorder.build(seen, save_at, tmp_path / "mid.ckpt")
+        trainer.fit(module, loader, ckpt_path=ckpt_path, weights_only=False)
+
+    whole: list[list[int]] = []
+    fit(whole, save_at=3)
+    resumed: list[list[int]] = []
+    fit(resumed, ckpt_path=tmp_path / "mid.ckpt")
+    assert calls == [False, True]  # a fresh run has nothing pending; the resumed one had
+    assert resumed == whole[3:]  # and it went on with the 4th batch of the epoch

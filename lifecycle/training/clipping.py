@@ -73,7 +73,9 @@ def clip_gradients(
             )
         return None  # DeepSpeed's engine clips by norm with the value Lightning gave it
     if algorithm == "value":
-        torch.nn.utils.clip_grad_value_(_parameters(optimizer), clip_val)
+        parameters = _parameters(optimizer)
+        if parameters:  # none after a skipped step (GradientHealth); torch refuses an empty list
+            torch.nn.utils.clip_grad_value_(parameters, clip_val)
         return None
     if isinstance(strategy, FSDPStrategy):
         # FSDP1: the root module computes the global norm across the shards

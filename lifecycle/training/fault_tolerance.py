@@ -35,6 +35,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from lifecycle.compat import load_pending_train_loader_states
+
 
 def random_states() -> dict[str, Any]:
     """The global random states of torch, numpy and Python, in types that
@@ -121,15 +123,16 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     def on_train_start(self, trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)
-        _restore_loader_states(trainer)
+        restore_loader_states(trainer)
         # after the DataLoaders were set up, just before the first resumed step
         if self._states_to_restore is not None:
             set_random_states(self._states_to_restore)
             self._states_to_restore = None
 
 
-def _restore_loader_states(trainer) -> None:
-    """Give the training DataLoaders their saved position when Lightning did not.
+def restore_loader_states(trainer) -> bool:
+    """Give the training DataLoaders their saved position when Lightning did not; returns
+    whether it had to.
 
     Lightning#20550 (fix proposed in Lightning PR #21765, not released): a module whose
     ``configure_optimizers`` reads ``trainer.estimated_stepping_batches`` (every schedule sized
@@ -137,20 +140,12 @@ def _restore_loader_states(trainer) -> None:
     checkpoint is restored, and the DataLoaders' saved states are then never loaded: a resumed
     run would replay the epoch from its first batch. This does what that PR does: load the
     pending states, set the epoch, and start the iterator again. A no-op when nothing is
-    pending (a fresh run, or a Lightning with the fix).
+    pending (a fresh run, or a Lightning with the fix). No public API reaches the pending
+    states, so it lives in :func:`lifecycle.compat.load_pending_train_loader_states`; a
+    ``torchdata`` ``StatefulDataLoader`` would not help: the states are never handed to any
+    loader.
     """
-    from lightning.fabric.utilities.data import _set_sampler_epoch
-
-    fit_loop = trainer.fit_loop
-    pending = getattr(fit_loop, "_combined_loader_states_to_load", None)
-    loader = getattr(fit_loop, "_combined_loader", None)
-    if not pending or loader is None or not fit_loop.restarting:
-        return
-    loader._load_state_dicts(pending)
-    fit_loop._combined_loader_states_to_load = []
-    for dataloader in loader.flattened:
-        _set_sampler_epoch(dataloader, fit_loop.epoch_progress.current.processed)
-    iter(fit_loop._data_fetcher)
+    return load_pending_train_loader_states(trainer)
 
 
 class _AppendingWriter(ExperimentWriter):

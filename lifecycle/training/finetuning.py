@@ -24,11 +24,14 @@ no callback               full fine-tuning: every weight trains at the optimizer
 Layer groups come from the backbone's ``layer_groups()`` (bottom to top: the toolkit's
 Transformer and EfficientNet backbones have one), else from its top-level children.
 
-**Learning-rate schedules stay right.** A group added mid-run starts at ``scale`` x the head's
-current rate, and every scheduler on the optimizer learns about it (its ``base_lrs``,
-``LambdaLR``'s ``lr_lambdas``, ``OneCycleLR``'s per-group ``max_lr``/``min_lr``,
-``ReduceLROnPlateau``'s ``min_lrs``, ...), so the new group follows the same schedule at its
-scale. Lightning Flash broke here (a ``LambdaLR`` raises on a group it was not built with).
+**Learning-rate schedules stay right.** Every parameter group exists from the first step: the
+callback declares them (:meth:`Finetuning.optimizer_groups`) and the stages' optimizer
+(:func:`lifecycle.training.optim.build_optimizers`) is built with them, each at ``scale`` x the
+head's rate (its ``lr``, and the ``initial_lr``/``max_lr``/``min_lr`` a scheduler keeps in the
+group), before and after the scheduler is built. A frozen group's parameters have no gradient,
+so the optimizer leaves them alone (no update, no weight decay, no state) while its rate follows
+the schedule; unfreezing only sets ``requires_grad``, and no scheduler is edited. Lightning
+Flash broke here (adding a group to an optimizer whose ``LambdaLR`` was built without it).
 
 **Distributed.** Under DDP, parameters frozen when DDP wrapped the model are outside its
 gradient all-reduce; once unfrozen, their gradients are averaged over the processes by this
@@ -36,9 +39,8 @@ callback after each backward, so the replicas stay identical. FSDP2 (``ModelPara
 syncs whatever requires a gradient at each backward. DeepSpeed is refused (Lightning's
 ``BaseFinetuning`` does not support it).
 
-**Resuming.** The added parameter groups are in the callback's checkpoint state (Lightning's
-``BaseFinetuning``); parameters that were unfrozen before the checkpoint are made trainable again
-when training resumes.
+**Resuming.** What trains depends on the epoch alone: at each epoch start (also the first of a
+resumed run) the callback unfreezes what is due by then.
 """
 
 from __future__ import annotations
@@ -48,9 +50,13 @@ from collections.abc import Iterable
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BaseFinetuning
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.optim import Optimizer
+
+from lifecycle.errors import ConfigError
+
+ParamGroups = list[tuple[list[nn.Parameter], float]]
 
 
 def layer_groups(backbone: nn.Module) -> list[nn.Module]:
@@ -78,42 +84,6 @@ def _params(modules: nn.Module | Iterable[nn.Module]) -> list[nn.Parameter]:
                 seen.add(id(p))
                 out.append(p)
     return out
-
-
-def add_param_group(
-    trainer: L.Trainer | None, optimizer: Optimizer, params: list[nn.Parameter], scale: float
-) -> None:
-    """Add ``params`` to ``optimizer`` as a new group at ``scale`` x the first group's learning
-    rate, and extend every scheduler of that optimizer so the group follows the schedule."""
-    reference = optimizer.param_groups[0]
-    group: dict = {"params": params, "lr": reference["lr"] * scale}
-    optimizer.add_param_group(group)
-    group = optimizer.param_groups[-1]
-    for key, value in reference.items():
-        if key in group or key == "params":
-            continue
-        # schedule bookkeeping kept in the groups: initial_lr, max_lr, min_lr, *_momentum, ...
-        group[key] = value * scale if "lr" in key and isinstance(value, float | int) else value
-    configs = trainer.lr_scheduler_configs if trainer is not None else []
-    for config in configs:
-        if getattr(config.scheduler, "optimizer", None) is optimizer:
-            _extend_scheduler(config.scheduler, scale)
-
-
-def _extend_scheduler(scheduler, scale: float) -> None:
-    """Give a scheduler built before a group was added that group's entries (scaled from the
-    first group's), recursing into ``SequentialLR``/``ChainedScheduler``."""
-    for inner in getattr(scheduler, "_schedulers", None) or []:
-        _extend_scheduler(inner, scale)
-    groups = len(scheduler.optimizer.param_groups)
-    for name in ("base_lrs", "min_lrs", "_last_lr"):
-        values = getattr(scheduler, name, None)
-        if isinstance(values, list) and values and len(values) < groups:
-            values.append(values[0] * scale)
-    for name in ("lr_lambdas", "max_momentums", "base_momentums"):
-        values = getattr(scheduler, name, None)
-        if isinstance(values, list) and values and len(values) < groups:
-            values.append(values[0])
 
 
 class Finetuning(BaseFinetuning):
@@ -147,6 +117,28 @@ class Finetuning(BaseFinetuning):
         """The backbone's layer groups, bottom to top."""
         return layer_groups(self.backbone(pl_module))
 
+    def scaled_groups(self, pl_module: L.LightningModule) -> ParamGroups:
+        """The parameter groups besides the head's, as ``(parameters, scale)`` (the learning
+        rate as a multiple of the head's), created with the optimizer. Default: none."""
+        return []
+
+    def head_parameters(self, pl_module: L.LightningModule, taken: set[int]) -> list[nn.Parameter]:
+        """The first group's parameters: the trainable ones not in :meth:`scaled_groups`."""
+        return [p for p in pl_module.parameters() if p.requires_grad and id(p) not in taken]
+
+    def optimizer_groups(self, pl_module: L.LightningModule) -> ParamGroups:
+        """Every parameter group the optimizer is built with, the head's first (scale 1), each
+        parameter in one group; called by ``configure_optimizers`` (after
+        ``freeze_before_training``) through :func:`lifecycle.training.optim.build_optimizers`."""
+        taken: set[int] = set()
+        scaled: ParamGroups = []
+        for params, scale in self.scaled_groups(pl_module):
+            params = [p for p in params if id(p) not in taken]
+            taken.update(id(p) for p in params)
+            if params:
+                scaled.append((params, scale))
+        return [(self.head_parameters(pl_module, taken), 1.0), *scaled]
+
     def unfreeze(
         self,
         pl_module: L.LightningModule,
@@ -155,19 +147,33 @@ class Finetuning(BaseFinetuning):
         scale: float,
         label: str,
     ) -> None:
-        """Make ``modules`` trainable and give their parameters to ``optimizer`` as a new group
-        at ``scale`` x the head's current learning rate."""
-        present = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        self.make_trainable(modules)
-        params = [p for p in _params(modules) if p.requires_grad and id(p) not in present]
+        """Make ``modules`` trainable; their parameters are already in ``optimizer`` (in the
+        group at ``scale`` x the head's learning rate)."""
+        params = [p for p in _params(modules) if not p.requires_grad]
         if not params:
             return
-        add_param_group(pl_module._trainer, optimizer, params, scale)
+        self.make_trainable(modules)
         rank_zero_info(
             f"{type(self).__name__}: epoch {pl_module.current_epoch}, {label} trains "
             f"({sum(p.numel() for p in params):,} weights) at {scale:.3g} x the head's "
-            f"learning rate ({optimizer.param_groups[-1]['lr']:.3g} now)."
+            "learning rate."
         )
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
+        present = {
+            id(p) for opt in trainer.optimizers for g in opt.param_groups for p in g["params"]
+        }
+        missing = [p for params, _ in self.scaled_groups(pl_module) for p in params]
+        missing = [p for p in missing if id(p) not in present]
+        if missing:
+            raise ConfigError(
+                f"{type(self).__name__} unfreezes {sum(p.numel() for p in missing):,} weights of "
+                f"`{self.backbone_attr}` that are in no parameter group of the optimizer, so "
+                "they would never train. Fix: build the optimizer in `configure_optimizers` with "
+                "`lifecycle.training.optim.build_optimizers(..., param_groups="
+                "callback.optimizer_groups(self))`, as the toolkit's stages do."
+            )
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         others = [c for c in trainer.callbacks if isinstance(c, BaseFinetuning) and c is not self]
@@ -179,15 +185,6 @@ class Finetuning(BaseFinetuning):
             )
         super().setup(trainer, pl_module, stage)
         self._outside_ddp = [p for p in pl_module.parameters() if not p.requires_grad]
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # after a resume, parameters unfrozen before the checkpoint are in the restored groups
-        # (the groups after the first: the ones fine-tuning added) but frozen by setup
-        for optimizer in trainer.optimizers:
-            for group in optimizer.param_groups[1:]:
-                for p in group["params"]:
-                    p.requires_grad_(True)
-        super().on_train_epoch_start(trainer, pl_module)
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from lightning.pytorch.strategies import DDPStrategy
@@ -225,10 +222,6 @@ class LinearProbe(Finetuning):
     def finetune_function(self, pl_module, epoch: int, optimizer: Optimizer) -> None:
         pass
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # a linear probe never unfreezes: skip the resume rule that re-enables optimizer params
-        BaseFinetuning.on_train_epoch_start(self, trainer, pl_module)
-
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         backbone = self.backbone(pl_module)
         if backbone.training:  # Lightning puts the whole model in train mode each epoch
@@ -265,6 +258,10 @@ class FreezeUnfreeze(Finetuning):
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         self.freeze(self.backbone(pl_module), train_bn=self.train_bn)
+
+    def scaled_groups(self, pl_module: L.LightningModule) -> ParamGroups:
+        frozen = [p for p in self.backbone(pl_module).parameters() if not p.requires_grad]
+        return [(frozen, self.backbone_lr_scale)]
 
     def finetune_function(self, pl_module, epoch: int, optimizer: Optimizer) -> None:
         if epoch >= self.unfreeze_at_epoch:
@@ -307,6 +304,14 @@ class GradualUnfreezing(Finetuning):
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         self.freeze(self.backbone(pl_module), train_bn=self.train_bn)
 
+    def scaled_groups(self, pl_module: L.LightningModule) -> ParamGroups:
+        # top first: group k + 1 of the optimizer is the k-th layer group from the top
+        top_down = self.groups(pl_module)[::-1]
+        return [
+            ([p for p in _params(group) if not p.requires_grad], self.lr_decay ** (k + 1))
+            for k, group in enumerate(top_down)
+        ]
+
     def finetune_function(self, pl_module, epoch: int, optimizer: Optimizer) -> None:
         if epoch < self.start_epoch:
             return
@@ -339,25 +344,34 @@ class DiscriminativeLR(Finetuning):
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         pass
 
-    def finetune_function(self, pl_module, epoch: int, optimizer: Optimizer) -> None:
-        first = optimizer.param_groups[0]
-        backbone = {id(p) for p in self.backbone(pl_module).parameters()}
-        if not any(id(p) in backbone for p in first["params"]):
-            return  # already split (an earlier epoch, or a resumed run's restored groups)
-        if optimizer.state:
-            raise ValueError(
-                "DiscriminativeLR splits the optimizer's parameter groups before the first step, "
-                "but this optimizer has already stepped. Fix: add the callback from the start "
-                "of training."
-            )
-        first["params"] = [p for p in first["params"] if id(p) not in backbone]
+    def scaled_groups(self, pl_module: L.LightningModule) -> ParamGroups:
         top_down = self.groups(pl_module)[::-1]
-        for k, group in enumerate(top_down):
-            params = [p for p in _params(group) if p.requires_grad]
-            if params:
-                add_param_group(pl_module._trainer, optimizer, params, self.lr_decay ** (k + 1))
+        return [
+            ([p for p in _params(group) if p.requires_grad], self.lr_decay ** (k + 1))
+            for k, group in enumerate(top_down)
+        ]
+
+    def head_parameters(self, pl_module: L.LightningModule, taken: set[int]) -> list[nn.Parameter]:
+        backbone = self.backbone(pl_module)
+        outside = [p for p in backbone.parameters() if p.requires_grad and id(p) not in taken]
+        if outside:
+            # as before the groups were built up front: only the layer groups train
+            rank_zero_warn(
+                f"DiscriminativeLR: {sum(p.numel() for p in outside):,} weights of "
+                f"`{self.backbone_attr}` are in none of its layer groups and do not train. Fix: "
+                "give the backbone a `layer_groups()` that covers every parameter."
+            )
+        inside = {id(p) for p in backbone.parameters()}
+        return [p for p in pl_module.parameters() if p.requires_grad and id(p) not in inside]
+
+    def finetune_function(self, pl_module, epoch: int, optimizer: Optimizer) -> None:
+        pass  # every group trains from the first step
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
+        rates = [g["lr"] for g in trainer.optimizers[0].param_groups]
         rank_zero_info(
-            f"DiscriminativeLR: {len(top_down)} backbone layer groups at "
-            + ", ".join(f"{g['lr']:.3g}" for g in optimizer.param_groups[1:])
-            + f" (top first); head at {first['lr']:.3g}."
+            f"DiscriminativeLR: {len(rates) - 1} backbone layer groups at "
+            + ", ".join(f"{lr:.3g}" for lr in rates[1:])
+            + f" (top first); head at {rates[0]:.3g}."
         )

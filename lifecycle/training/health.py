@@ -39,6 +39,9 @@ class GradientHealth(L.Callback):
     Works under DDP (gradients are already averaged) and FSDP2 (sharded gradients are summed over
     the ranks in one all-reduce), so every rank takes the same decision.
 
+    Not ``lightning.pytorch.utilities.grad_norm``: it gives the same global norm (up to float
+    rounding, tested) but one norm per parameter, not per layer, and does not sum FSDP2 shards.
+
     Args:
         log_every_n_steps: logging interval (default: the Trainer's ``log_every_n_steps``).
         per_layer: log each layer's norm too, not only the global one.

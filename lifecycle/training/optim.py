@@ -32,6 +32,12 @@ class WarmupCosineLR(LambdaLR):
     Stepped every optimizer step. ``total_steps`` defaults to the Trainer's estimated number of
     optimizer steps when the scheduler is built by a ``lifecycle`` stage.
 
+    Kept because no library schedule gives the same rates: ``transformers``'
+    ``get_cosine_with_min_lr_schedule_with_warmup`` equals it only with
+    ``warmup_start_factor=0`` (its warm-up starts at 0, every recipe here starts at 0.01 x), and
+    torch's ``SequentialLR(LinearLR, CosineAnnealingLR)`` takes one absolute ``eta_min`` for every
+    parameter group (not a factor of each group's rate) and drifts by rounding (~1e-16).
+
     Args:
         optimizer: the optimizer whose learning rates are scheduled.
         total_steps: optimizer steps in the whole run.
@@ -90,6 +96,7 @@ def build_optimizers(
     total_steps: int | None,
     interval: Literal["epoch", "step"] | None = None,
     monitor: str = "val/loss",
+    param_groups: list[tuple[list[torch.nn.Parameter], float]] | None = None,
 ) -> Optimizer | dict:
     """Build what ``configure_optimizers`` returns from an optimizer and a scheduler factory.
 
@@ -106,11 +113,21 @@ def build_optimizers(
         interval: ``"step"`` or ``"epoch"``; default: per step for ``OneCycleLR`` and
             ``WarmupCosineLR``, per epoch for the rest.
         monitor: the logged metric ``ReduceLROnPlateau`` watches.
+        param_groups: the optimizer's parameter groups as ``(parameters, scale)``, the first
+            one's at the configured rate and each other at ``scale`` x it (a fine-tuning
+            callback's :meth:`~lifecycle.training.finetuning.Finetuning.optimizer_groups`,
+            frozen parameters included); default: one group of the trainable parameters.
     """
-    params = [p for p in module.parameters() if p.requires_grad]
-    if not params:
+    if param_groups is None:
+        param_groups = [([p for p in module.parameters() if p.requires_grad], 1.0)]
+    if not param_groups[0][0]:
         raise ValueError("No trainable parameters: every parameter has requires_grad=False.")
-    opt = optimizer(params)
+    if len(param_groups) == 1:
+        opt = optimizer(param_groups[0][0])
+    else:
+        opt = optimizer([{"params": params} for params, _ in param_groups])
+    scales = [scale for _, scale in param_groups]
+    _scale_groups(opt, scales)
     if scheduler is None:
         return opt
     cls = _target_class(scheduler)
@@ -128,6 +145,8 @@ def build_optimizers(
             )
         kwargs["total_steps"] = int(total_steps)
     sched = scheduler(opt, **kwargs)
+    # a scheduler given one rate for every group (OneCycleLR's max_lr) sets each group's alike
+    _scale_groups(opt, scales)
     if interval is None:
         interval = "step" if isinstance(sched, STEP_WISE + (WarmupCosineLR,)) else "epoch"
     config = {"scheduler": sched, "interval": interval}
@@ -136,9 +155,30 @@ def build_optimizers(
     return {"optimizer": opt, "lr_scheduler": config}
 
 
+def _scale_groups(opt: Optimizer, scales: list[float]) -> None:
+    """Set every learning-rate entry (``lr``, and a scheduler's ``initial_lr``, ``max_lr``,
+    ``min_lr``, ...) of group ``k`` to ``scales[k]`` x the first group's."""
+    first = opt.param_groups[0]
+    for group, scale in zip(opt.param_groups[1:], scales[1:], strict=True):
+        for key, value in first.items():
+            if "lr" in key and isinstance(value, float | int) and not isinstance(value, bool):
+                group[key] = value * scale
+
+
+def finetuning_groups(module) -> list[tuple[list[torch.nn.Parameter], float]] | None:
+    """The parameter groups the Trainer's fine-tuning callback declares for ``module``
+    (:meth:`~lifecycle.training.finetuning.Finetuning.optimizer_groups`), or ``None``."""
+    for callback in module.trainer.callbacks:
+        declare = getattr(callback, "optimizer_groups", None)
+        if callable(declare):
+            return declare(module)
+    return None
+
+
 def configure_stage_optimizers(module, monitor: str = "val/loss"):
     """``configure_optimizers`` of a stage holding ``optimizer_factory``, ``scheduler_factory``
-    and ``scheduler_interval``: :func:`build_optimizers` with the Trainer's step count."""
+    and ``scheduler_interval``: :func:`build_optimizers` with the Trainer's step count and the
+    parameter groups of its fine-tuning callback."""
     return build_optimizers(
         module,
         module.optimizer_factory,
@@ -146,4 +186,5 @@ def configure_stage_optimizers(module, monitor: str = "val/loss"):
         total_steps=module.trainer.estimated_stepping_batches,
         interval=module.scheduler_interval,
         monitor=monitor,
+        param_groups=finetuning_groups(module),
     )

@@ -1,7 +1,9 @@
 """DDP and FSDP2 on two CPU processes (gloo): the same steps as one device, clipping by norm and
 by value, gradient accumulation, a partly frozen model, GradientHealth on sharded gradients, and
-clean exits. Each run is ``tests/training/distributed_fit.py`` in a subprocess (Lightning's DDP
-launcher re-runs the script for rank 1, which pytest's own command line cannot be)."""
+clean exits. Each multi-rank run is ``tests/training/distributed_fit.py`` in a subprocess
+(Lightning's DDP launcher re-runs the script for rank 1, which pytest's own command line cannot
+be); the one-device references run the same script's ``main`` in the test's process. A launch
+that several tests read runs once (module-scoped fixtures)."""
 
 import json
 import os
@@ -10,45 +12,64 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, isolated_process_state
+from tests.training import distributed_fit
 
 SCRIPT = REPO / "tests" / "training" / "distributed_fit.py"
+# clip at 0.05: far below the gradient norm, so every step is clipped
+CLIPPED = ["--clip", "0.05", "--accumulate", "2", "--freeze-first", "--steps", "12"]
 
 
-def fit(tmp_path, name, strategy, *args):
-    """Run the script; every run must exit with 0, FSDP2 included (see ``FSDP2Strategy``)."""
-    out = tmp_path / name
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--strategy", strategy, "--out", str(out),
-                           *map(str, args)], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "terminate called" not in proc.stderr, proc.stderr[-3000:]
-    ranks = [
-        json.loads((out / f"rank{r}.json").read_text())
-        for r in range(1 if strategy == "single" else 2)
-    ]
+def results(out, ranks):
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(ranks)]
     mean = [sum(r["losses"][i] for r in ranks) / len(ranks) for i in range(len(ranks[0]["losses"]))]
     return ranks, mean
 
 
+def fit(tmp_path, name, strategy, *args):
+    """Run the script; every run must exit with 0, FSDP2 included (see ``FSDP2Strategy``).
+    ``single``: in this process (a launch of its own adds only start-up time)."""
+    out = tmp_path / name
+    args = ["--strategy", strategy, "--out", str(out), *map(str, args)]
+    if strategy == "single":
+        with isolated_process_state():
+            distributed_fit.main(args)
+        return results(out, 1)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "terminate called" not in proc.stderr, proc.stderr[-3000:]
+    return results(out, 2)
+
+
+@pytest.fixture(scope="module")
+def clipped(tmp_path_factory):
+    """The clipped, accumulated, partly frozen run on one device, DDP and FSDP2, and unclipped on
+    one device; the two multi-rank launches also report the threads alive at their exit."""
+    tmp = tmp_path_factory.mktemp("clipped")
+    runs = {"single": fit(tmp, "single", "single", *CLIPPED)}
+    for strategy in ("ddp", "fsdp2"):
+        runs[strategy] = fit(tmp, strategy, strategy, *CLIPPED, "--report-threads")
+    runs["unclipped"] = fit(tmp, "unclipped", "single", *CLIPPED[2:])
+    runs["folder"] = tmp
+    return runs
+
+
 @pytest.mark.slow
 def test_ddp_and_fsdp2_take_the_steps_of_one_device_with_clipping_accumulation_and_frozen_layers(
-    tmp_path,
+    clipped,
 ):
-    # clip at 0.05: far below the gradient norm, so every step is clipped
-    common = ["--clip", "0.05", "--accumulate", "2", "--freeze-first", "--steps", "12"]
-    single, reference = fit(tmp_path, "single", "single", *common)
+    single, reference = clipped["single"]
     for strategy in ("ddp", "fsdp2"):
-        ranks, losses = fit(tmp_path, strategy, strategy, *common)
+        ranks, losses = clipped[strategy]
         assert max(abs(a - b) for a, b in zip(losses, reference, strict=True)) < 1e-5, strategy
         assert ranks[0]["checksum"] == pytest.approx(single[0]["checksum"], abs=1e-4)
         assert all(r["frozen_unchanged"] for r in ranks)
     # FSDP2 really shards: each rank holds half of the parameters
     assert all(r["sharded"] for r in ranks)
     assert ranks[0]["param_bytes"] == single[0]["param_bytes"] // 2
-    unclipped = fit(
-        tmp_path, "unclipped", "single", "--accumulate", "2", "--freeze-first", "--steps", "12"
-    )[1]
+    unclipped = clipped["unclipped"][1]
     assert abs(unclipped[-1] - reference[-1]) > 1e-3  # clipping changed the run
 
 
@@ -103,16 +124,15 @@ def test_distillation_takes_the_steps_of_one_device_under_ddp_and_fsdp2(tmp_path
 
 
 @pytest.mark.slow
-def test_ddp_and_fsdp2_leave_no_gloo_thread_alive_when_the_interpreter_shuts_down(tmp_path):
+def test_ddp_and_fsdp2_leave_no_gloo_thread_alive_when_the_interpreter_shuts_down(clipped):
     """The exit abort (``terminate called without an active exception``, one FSDP2 run in about
     20) needs a gloo worker thread alive while the interpreter finalizes. Checked directly, on
     every run: after the strategy's exit handler, no gloo thread is left on either rank (with
     Lightning's own ModelParallelStrategy, and the toolkit's before the fix, the world group's
-    and the mesh's sub-group's threads were)."""
+    and the mesh's sub-group's threads were). The runs are the clipped DDP and FSDP2 launches."""
     for strategy in ("fsdp2", "ddp"):
-        fit(tmp_path, strategy, strategy, "--steps", "3", "--report-threads")
         for rank in range(2):
-            threads = json.loads((tmp_path / strategy / f"threads{rank}.json").read_text())
+            threads = json.loads((clipped["folder"] / strategy / f"threads{rank}.json").read_text())
             assert threads, "the exit report lists at least the main thread"
             gloo = [t for t in threads if t in ("pt_gloo_runloop", "gloo_tcp_loop")]
             assert gloo == [], (strategy, rank, threads)

@@ -2,10 +2,7 @@
 run killed with SIGKILL that resumes to the very metrics of an uninterrupted one."""
 
 import json
-import os
 import random
-import signal
-import subprocess
 import time
 
 import lightning as L
@@ -20,7 +17,8 @@ from lifecycle.training.fault_tolerance import (
     random_states,
     set_random_states,
 )
-from tests.conftest import LIFECYCLE, REPO
+from tests.conftest import REPO, run_lifecycle
+from tests.training.killer import run_killed, run_subprocess, write_kill_config
 
 
 def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
@@ -133,55 +131,31 @@ model:
       init_args: {max_lr: 0.003}
 data:
   class_path: lifecycle.data.ImageClassificationDataModule
-  init_args: {dataset: digits, batch_size: 32, train_transforms: light}
+  init_args: {dataset: digits, batch_size: 32, train_subset: 384, train_transforms: light}
 """
+STEPS_PER_EPOCH = 12  # 384 training images in batches of 32
 
 
 @pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path):
+    # 12 steps an epoch; killed by SIGKILL at step 20 of the second epoch, 2 steps after its
+    # checkpoint at 18. The uninterrupted run runs in this process (run_lifecycle restores what
+    # it changes); the killed one and its resumption, each in a new process, as a user's would
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE)
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    base = [
-        str(LIFECYCLE),
-        "fit",
-        "--config",
-        str(recipe),
-        "--trainer.default_root_dir",
-        str(tmp_path),
-    ]
-
-    def run(*extra):
-        proc = subprocess.run(
-            [*base, *extra], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc
-
-    run("--run_name", "whole")
+    base = ["fit", "--config", recipe, "--trainer.default_root_dir", tmp_path]
+    whole_run = run_lifecycle([*base, "--run_name", "whole"])
+    assert whole_run.returncode == 0, whole_run.stderr[-3000:]
     whole_last = tmp_path / "whole" / "version_0" / "checkpoints" / "last.ckpt"
     per_epoch = torch.load(whole_last, weights_only=True)["global_step"] // 3
-    # the same run, killed with SIGKILL once a mid-epoch checkpoint of the second epoch exists
+    assert per_epoch == STEPS_PER_EPOCH
+    run_killed(base, write_kill_config(tmp_path / "kill.yaml", step=20, every_n_train_steps=3))
     ckpts = tmp_path / "killed" / "version_0" / "checkpoints"
-    proc = subprocess.Popen([*base, "--run_name", "killed"], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    step = 0
-    deadline = time.time() + 300
-    while proc.poll() is None and time.time() < deadline:
-        if (ckpts / "last-step.ckpt").exists():
-            try:
-                step = torch.load(ckpts / "last-step.ckpt", weights_only=True)["global_step"]
-            except Exception:  # noqa: BLE001 - the file is being replaced; read it again
-                step = 0
-            if step > per_epoch:  # the kill lands in the second epoch
-                break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    assert step % per_epoch != 0  # mid-epoch
+    step = torch.load(ckpts / "last-step.ckpt", weights_only=True)["global_step"]
+    assert per_epoch < step < 2 * per_epoch and step % per_epoch != 0  # mid-epoch, 2nd epoch
     assert not (tmp_path / "killed" / "version_0" / "metrics.json").exists()
-    resumed = run("--run_name", "killed", "--ckpt_path", "last")
+    resumed = run_subprocess([*base, "--run_name", "killed", "--ckpt_path", "last"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restoring states from the checkpoint" in resumed.stderr + resumed.stdout
     assert not (tmp_path / "killed" / "version_1").exists()  # resumed in its own folder
     whole = json.loads((tmp_path / "whole" / "version_0" / "metrics.json").read_text())
@@ -200,41 +174,27 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path):
 
 @pytest.mark.slow
 def test_an_fsdp2_run_killed_mid_epoch_resumes_exactly_from_its_sharded_checkpoint(tmp_path):
-    # 2 CPU ranks; BatchNorm statistics kept equal across ranks; checkpoints are folders
+    # 2 CPU ranks, 6 steps an epoch each; BatchNorm statistics kept equal across ranks;
+    # checkpoints are folders. Killed at step 10 of the second epoch, 1 step after its checkpoint
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE.replace("deterministic: true", "deterministic: false"))
-    kill = tmp_path / "kill.yaml"
-    kill.write_text(
-        "trainer:\n  callbacks:\n"
-        "    - class_path: lifecycle.training.ResumableCheckpoint\n"
-        "      init_args: {every_n_train_steps: 3}\n"
-        "    - class_path: tests.training.killer.KillAt\n"
-        f"      init_args: {{step: 50, mark_dir: {tmp_path / 'killed'}}}\n"
-    )
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(REPO)}
-    base = [str(LIFECYCLE), "fit", "--config", str(recipe), "--config",
-            str(REPO / "recipes/strategies/fsdp2.yaml"), "--trainer.accelerator", "cpu",
-            "--trainer.devices", "2", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
-
-    def run(*extra):
-        return subprocess.run(
-            [*base, *extra], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
-        )
-
-    whole_run = run("--run_name", "whole")
+    kill = write_kill_config(tmp_path / "kill.yaml", 10, 3, mark_dir=tmp_path / "killed")
+    base = ["fit", "--config", recipe, "--config", REPO / "recipes/strategies/fsdp2.yaml",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+            "--trainer.default_root_dir", tmp_path]  # fmt: skip
+    whole_run = run_subprocess([*base, "--run_name", "whole"])
     assert whole_run.returncode == 0, whole_run.stderr[-3000:]
-    killed = run("--config", str(kill), "--run_name", "killed")
     # the kill, not a crash: SIGKILL ended rank 0 (the process run waited for), and each rank
-    # marked its kill at step 50 (rank 1, Lightning's child, may mark it a moment later)
-    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-3000:])
+    # marked its kill at step 10 (rank 1, Lightning's child, may mark it a moment later)
+    run_killed(base, kill)
     marks = [tmp_path / "killed" / f"killed-at-step-rank{rank}.txt" for rank in (0, 1)]
     deadline = time.time() + 120
     while not all(m.exists() for m in marks) and time.time() < deadline:
         time.sleep(0.1)
-    assert [m.read_text() if m.exists() else None for m in marks] == ["50", "50"]
+    assert [m.read_text() if m.exists() else None for m in marks] == ["10", "10"]
     checkpoint = tmp_path / "killed" / "version_0" / "checkpoints" / "last-step.ckpt"
     assert checkpoint.is_dir()  # one shard per rank
-    resumed = run("--run_name", "killed", "--ckpt_path", "last")
+    resumed = run_subprocess([*base, "--run_name", "killed", "--ckpt_path", "last"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restored all states from the checkpoint" in resumed.stderr + resumed.stdout
     whole = json.loads((tmp_path / "whole" / "version_0" / "metrics.json").read_text())

@@ -113,8 +113,8 @@ def test_freeze_unfreeze_trains_the_head_first_then_the_backbone_at_its_scale(tm
     _, trace, _ = fit(tmp_path, FreezeUnfreeze(unfreeze_at_epoch=1, backbone_lr_scale=0.1))
     assert changed(trace, 0, HEAD) and not changed(trace, 0, BOTTOM) and not changed(trace, 0, TOP)
     assert changed(trace, 1, BOTTOM) and changed(trace, 1, TOP)
-    assert all(len(lrs) == 1 for lrs in trace.lrs[:STEPS_PER_EPOCH])
-    for head, backbone in trace.lrs[STEPS_PER_EPOCH:]:
+    # the backbone's group is there from the first step, at its scale, and trains from epoch 1
+    for head, backbone in trace.lrs:
         assert backbone == pytest.approx(0.1 * head)
 
 
@@ -203,4 +203,17 @@ def test_clear_errors(tmp_path):
         model = ClassificationModule(MLP(in_features=64, hidden=[8]), num_classes=10)
         callback = LinearProbe(backbone_attr="encoder")
         trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[callback])
+        trainer.fit(model, ImageClassificationDataModule("digits", batch_size=32))
+
+
+def test_an_optimizer_built_without_the_declared_groups_is_refused(tmp_path):
+    from lifecycle.errors import ConfigError
+
+    class OwnOptimizer(ClassificationModule):
+        def configure_optimizers(self):  # Lightning's BaseFinetuning idiom: trainable ones only
+            return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad])
+
+    model = OwnOptimizer(MLP(in_features=64, hidden=[8]), num_classes=10)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[FreezeUnfreeze()])
+    with pytest.raises(ConfigError, match="in no parameter group of the optimizer"):
         trainer.fit(model, ImageClassificationDataModule("digits", batch_size=32))

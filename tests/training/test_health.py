@@ -109,3 +109,38 @@ def test_bad_settings_are_named():
         GradientHealth(on_nonfinite="ignore")
     with pytest.raises(ValueError, match="vanishing_below"):
         GradientHealth(vanishing_below=10, exploding_above=1)
+
+
+def test_the_global_norm_is_lightnings_grad_norm_total_and_layers_group_its_parameters():
+    from lightning.pytorch.utilities import grad_norm
+
+    module = Tiny()
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    nn.functional.cross_entropy(module.net(x), y).backward()
+    norms = GradientHealth().layer_norms(module)
+    lightning = grad_norm(module, 2)
+    total = sum(v * v for v in norms.values()) ** 0.5
+    assert total == pytest.approx(float(lightning["grad_2.0_norm_total"]), rel=1e-6)
+    assert list(norms) == ["net.0", "net.2", "net.4"]  # one per layer; Lightning's: per parameter
+    weight, bias = (float(lightning[f"grad_2.0_norm/net.2.{k}"]) for k in ("weight", "bias"))
+    assert norms["net.2"] == pytest.approx((weight**2 + bias**2) ** 0.5, rel=1e-6)
+
+
+def test_a_skipped_step_under_clipping_by_value_trains_on():
+    # a skipped step leaves no gradient: clipping by value must not hand torch an empty list
+    from lifecycle.training.clipping import ShardedClipping
+
+    class Clipped(ShardedClipping, Tiny):
+        pass
+
+    health = GradientHealth(on_nonfinite="skip")
+    module = Clipped(nan_at=3)
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(64, 4, generator=g), torch.randint(0, 2, (64,), generator=g))
+    trainer = L.Trainer(max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[health],
+                        gradient_clip_val=0.001, gradient_clip_algorithm="value")  # fmt: skip
+    trainer.fit(module, DataLoader(data, batch_size=8))
+    assert trainer.global_step == 8
+    assert [e[0] for e in health.events if e[1] == "skip"] == [3]
+    assert all(torch.isfinite(p).all() for p in module.parameters())

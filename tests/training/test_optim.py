@@ -79,3 +79,39 @@ def test_no_trainable_parameters_is_an_error():
     model = torch.nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="No trainable parameters"):
         build_optimizers(model, torch.optim.Adam, None, 1)
+
+
+def lr_sequence(make, steps=40):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler, out = make(opt), []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    return out
+
+
+def test_warmup_cosine_is_transformers_schedule_only_when_warm_up_starts_at_zero():
+    """Why WarmupCosineLR stays: the library schedule warms up from 0, ours (and every recipe)
+    from ``warmup_start_factor`` (0.01) x the rate."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup as hf
+
+    def ours(**kw):
+        return lambda o: WarmupCosineLR(o, total_steps=40, warmup_steps=4, min_lr_factor=0.1, **kw)
+
+    theirs = lr_sequence(lambda o: hf(o, 4, 40, min_lr_rate=0.1))
+    assert lr_sequence(ours(warmup_start_factor=0.0)) == theirs
+    default = lr_sequence(ours())
+    assert default[0] == pytest.approx(0.001) and theirs[0] == 0.0
+    assert default[4:] == theirs[4:]  # the same cosine after the warm-up
+
+
+def test_groups_at_scales_keep_their_ratio_with_a_scheduler_given_one_rate():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    groups = [(list(model[1].parameters()), 1.0), (list(model[0].parameters()), 0.25)]
+    out = build_optimizers(model, partial(torch.optim.AdamW, lr=0.01),
+                           partial(OneCycleLR, max_lr=0.05), 10, param_groups=groups)  # fmt: skip
+    head, low = out["optimizer"].param_groups
+    assert low["params"] == groups[1][0]
+    for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+        assert low[key] == pytest.approx(0.25 * head[key])
