@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import LIFECYCLE, REPO
+from tests.conftest import LIFECYCLE, REPO, run_lifecycle
 
 README = (REPO / "README.md").read_text()
 
@@ -73,6 +73,46 @@ def test_readme_shows_the_three_recipes():
     } <= shown
 
 
+def launches_processes(command: str) -> bool:
+    """Whether ``command`` runs on several devices: Lightning's launcher then starts the other
+    ranks by re-running the command line, which only a real ``lifecycle`` process has."""
+    args = shlex.split(command)
+    devices = args[args.index("--trainer.devices") + 1] if "--trainer.devices" in args else "1"
+    return devices not in ("1", "auto")
+
+
+def in_a_subprocess(command: str) -> bool:
+    """Whether ``command`` runs as a real ``lifecycle`` process: one per subcommand (the
+    console script, its environment and exit status end to end; the one that launches
+    processes where there is one, else the first), and each that launches processes. The
+    others run in the test's process through ``lifecycle.cli.main``: the same command, without
+    a second of start-up each."""
+    if launches_processes(command):
+        return True
+    subcommand = shlex.split(command)[1]
+    same = [
+        c for c in shipped_recipe_runs()
+        if shlex.split(c)[1] == subcommand and (first_of_its_configs(c) or "--print_config" in c)
+    ]  # fmt: skip
+    chosen = next((c for c in same if launches_processes(c)), same[0])
+    return command == chosen
+
+
+def run(args: list[str], subprocess_: bool):
+    if subprocess_:
+        return subprocess.run(
+            [LIFECYCLE, *args], cwd=REPO, capture_output=True, text=True, timeout=300
+        )
+    return run_lifecycle(args)
+
+
+def test_one_readme_command_per_subcommand_runs_in_a_subprocess():
+    chosen = [c for c in shipped_recipe_runs() if in_a_subprocess(c)]
+    subcommands = {shlex.split(c)[1] for c in shipped_recipe_runs()}
+    assert {shlex.split(c)[1] for c in chosen} == subcommands
+    assert all(launches_processes(c) for c in chosen if shlex.split(c)[1] == "fit")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("command", shipped_recipe_runs())
 def test_readme_lifecycle_command_runs(command, tmp_path):
@@ -87,9 +127,7 @@ def test_readme_lifecycle_command_runs(command, tmp_path):
         )
         return
     if "--print_config" in args:
-        proc = subprocess.run(
-            [LIFECYCLE, *args], cwd=REPO, capture_output=True, text=True, timeout=300
-        )
+        proc = run(args, in_a_subprocess(command))
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "class_path: lifecycle.stages.ClassificationModule" in proc.stdout
         return
@@ -119,7 +157,7 @@ def test_readme_lifecycle_command_runs(command, tmp_path):
         "--trainer.enable_progress_bar",
         "false",
     ]
-    proc = subprocess.run([LIFECYCLE, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = run(args, in_a_subprocess(command))
     assert proc.returncode == 0, proc.stderr[-3000:]
     if recipe.get("test_after_fit"):
         assert list(tmp_path.rglob("metrics.json")), "the recipe's final test wrote no metrics.json"
@@ -135,3 +173,32 @@ def test_the_error_the_readme_shows_is_the_one_the_command_prints(tmp_path, caps
         main([*shlex.split(command)[1:], "--trainer.default_root_dir", str(tmp_path)])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == shown
+
+
+def test_an_in_process_command_gives_its_status_and_output_and_leaves_the_process_as_it_was(
+    tmp_path,
+):
+    import logging
+    import os
+
+    import torch
+
+    command, shown = re.search(
+        r"^\$ (lifecycle .+)\n(lifecycle \w+: error: .+)$", README, re.M
+    ).groups()
+
+    def state():
+        return os.getcwd(), dict(os.environ), torch.get_num_threads(), logging.root.handlers[:]
+
+    before = state()
+    torch.set_num_threads(1)  # changed here and given back by the run as it found it
+    try:
+        proc = run_lifecycle(
+            [*shlex.split(command)[1:], "--trainer.default_root_dir", str(tmp_path)]
+        )
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before[2])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == shown
+    assert state() == before

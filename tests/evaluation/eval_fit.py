@@ -25,13 +25,13 @@ from lifecycle.stages import ClassificationModule
 from lifecycle.training.strategies import DDPStrategy, FSDP2Strategy
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--strategy", choices=["single", "ddp", "fsdp2"], required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--batch", type=int, default=256, help="per rank")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     L.seed_everything(0, verbose=False)
     ranks = 1 if args.strategy == "single" else 2

@@ -1,8 +1,9 @@
 """Evaluation on 2 CPU processes (gloo) with uneven shards: 513 validation and test records,
 batch 256 per rank, so rank 0 holds 257 records (2 batches) and rank 1 256 (1 batch) unless
-the loader pads. Each run is ``tests/evaluation/eval_fit.py`` in a subprocess of its own
-session (Lightning's DDP launcher re-runs the script for rank 1), killed whole on timeout so a
-hang fails the test instead of blocking it."""
+the loader pads. Each 2-process run is ``tests/evaluation/eval_fit.py`` in a subprocess of its
+own session (Lightning's DDP launcher re-runs the script for rank 1), killed whole on timeout so
+a hang fails the test instead of blocking it; the one-device reference runs the script's
+``main`` in the test's process."""
 
 import csv
 import json
@@ -15,7 +16,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, isolated_process_state
+from tests.evaluation import eval_fit
 
 SCRIPT = REPO / "tests" / "evaluation" / "eval_fit.py"
 RECORDS = 513
@@ -37,9 +39,13 @@ def data(tmp_path_factory):
 
 def run(out, strategy, data, timeout=240):
     """The script's result.json, metrics.json and predictions.csv rows for ``strategy``."""
+    args = ["--strategy", strategy, "--data", str(data), "--out", str(out)]
+    if strategy == "single":  # no launcher: in this process, without a start-up of its own
+        with isolated_process_state():
+            eval_fit.main(args)
+        return outputs(out)
     env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
-    command = [sys.executable, str(SCRIPT), "--strategy", strategy, "--data", str(data),
-               "--out", str(out)]  # fmt: skip
+    command = [sys.executable, str(SCRIPT), *args]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)  # fmt: skip
     try:
@@ -50,6 +56,10 @@ def run(out, strategy, data, timeout=240):
         pytest.fail(f"{strategy} evaluation hung (killed after {timeout} s)")
     assert proc.returncode == 0, stderr[-3000:]
     assert "terminate called" not in stderr, stderr[-3000:]  # rank 1's abort would show here
+    return outputs(out)
+
+
+def outputs(out):
     result = json.loads((out / "result.json").read_text())
     report = json.loads((out / "metrics.json").read_text())
     with open(out / "predictions.csv", newline="") as f:
