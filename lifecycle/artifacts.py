@@ -55,16 +55,14 @@ VERSION = 1
 
 
 def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
-    """``module``'s state dict on the CPU with every sharded (DTensor) entry gathered whole.
-    Under FSDP2 every process must call it: gathering is a collective."""
-    from torch.distributed.tensor import DTensor
+    """``module``'s state dict on the CPU with every sharded (FSDP2 ``DTensor``) entry gathered
+    whole, by torch's ``get_model_state_dict(full_state_dict=True)``. Under FSDP2 every process
+    must call it: gathering is a collective (``cpu_offload`` stays off, which would leave the
+    other ranks' dicts empty)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    out = {}
-    for key, value in module.state_dict().items():
-        if isinstance(value, DTensor):
-            value = value.full_tensor()
-        out[key] = value.detach().to("cpu").contiguous()
-    return out
+    state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
+    return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
 
 
 def rebuild_spec(backbone: nn.Module, config: Any = None) -> dict:

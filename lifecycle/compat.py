@@ -132,3 +132,28 @@ class MovesUnregisteredModules:
         for module in self.unregistered_modules():
             module._apply(fn)
         return self
+
+
+# ---------------------------------------------------------------- optimizer factories (issue 19)
+def factory_target(factory):
+    """The class an optimizer or scheduler factory builds. jsonargparse turns a
+    ``Callable[..., Optimizer]`` given as ``class_path``/``init_args`` into a
+    ``functools.partial`` of its instantiator, the class among its positional arguments and the
+    ``init_args`` as its keywords; a hand-written ``partial(torch.optim.SGD, lr=0.1)`` has the
+    class as its ``func``. Private: the shape of jsonargparse's partial; checked on jsonargparse
+    4.53.0."""
+    import functools
+    import inspect
+
+    if isinstance(factory, functools.partial):
+        classes = [a for a in factory.args if inspect.isclass(a)]
+        return classes[0] if classes else factory.func
+    return factory
+
+
+def factory_keyword(factory, name: str):
+    """The keyword argument ``name`` a factory was given in its config (``init_args``), or
+    ``None`` (see :func:`factory_target`; checked on jsonargparse 4.53.0)."""
+    import functools
+
+    return factory.keywords.get(name) if isinstance(factory, functools.partial) else None

@@ -13,12 +13,13 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterable
-from functools import partial
 from typing import Literal
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
+
+from lifecycle.compat import factory_keyword, factory_target
 
 OptimizerFactory = Callable[[Iterable], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
@@ -77,18 +78,6 @@ class WarmupCosineLR(LambdaLR):
         super().__init__(optimizer, factor, last_epoch=last_epoch)
 
 
-def _target_class(factory: Callable) -> Callable:
-    """The class a factory builds: jsonargparse gives a ``partial`` of an instantiator and the class."""
-    if isinstance(factory, partial):
-        classes = [a for a in factory.args if inspect.isclass(a)]
-        return classes[0] if classes else factory.func
-    return factory
-
-
-def _given(factory: Callable, name: str):
-    return factory.keywords.get(name) if isinstance(factory, partial) else None
-
-
 def build_optimizers(
     module: torch.nn.Module,
     optimizer: OptimizerFactory,
@@ -130,13 +119,13 @@ def build_optimizers(
     _scale_groups(opt, scales)
     if scheduler is None:
         return opt
-    cls = _target_class(scheduler)
+    cls = factory_target(scheduler)
     takes_total = "total_steps" in inspect.signature(cls).parameters
     kwargs = {}
     if (
         takes_total
-        and _given(scheduler, "total_steps") is None
-        and _given(scheduler, "epochs") is None
+        and factory_keyword(scheduler, "total_steps") is None
+        and factory_keyword(scheduler, "epochs") is None
     ):
         if total_steps is None or total_steps == float("inf"):
             raise ValueError(
