@@ -223,3 +223,19 @@ def test_the_split_modules_are_packages_of_single_concerns(module):
     assert path.is_dir(), f"{module} should be a package"
     sizes = {p.name: len(p.read_text().splitlines()) for p in path.glob("*.py")}
     assert max(sizes.values()) < 500, sizes
+
+
+def test_the_readme_architecture_lists_every_module():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme[readme.index("## Architecture") : readme.index("## Development")]
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        folder = relative.rsplit("/", 1)[0] + "/" if "/" in relative else None
+        name = path.name
+        if relative in section or (folder and folder in section and name in section):
+            continue
+        if name == "__init__.py" and folder and folder in section:
+            continue  # a package listed by its folder
+        missing.append(relative)
+    assert not missing, f"README's architecture section lacks: {missing}"
