@@ -1,3 +1,5 @@
+"""``python -m lifecycle``: the ``lifecycle`` command (see :mod:`lifecycle.cli`)."""
+
 from lifecycle.cli import main
 
 if __name__ == "__main__":

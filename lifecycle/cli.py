@@ -1,51 +1,95 @@
-"""The ``lifecycle`` command: LightningCLI with working defaults.
+"""The ``lifecycle`` command: one LightningCLI whose ``lifecycle --help`` lists six subcommands.
 
-``lifecycle fit|validate|test|predict --config recipes/<dataset>/<stage>.yaml`` — models and
-DataModules are chosen by ``class_path`` (ours or the user's own), optimizers and schedulers
-likewise. On top of LightningCLI this adds:
+- ``lifecycle fit|validate|test|predict --config recipes/<dataset>/<stage>.yaml``: Lightning's
+  four, on models and DataModules chosen by ``class_path`` (ours or the user's own), optimizers
+  and schedulers likewise;
+- ``lifecycle clean --config recipes/<dataset>/clean.yaml``: the cleaning stage
+  (:class:`~lifecycle.data.cleaning.DataCleaner`, configured by the recipe's ``cleaning:``
+  section) writes ``manifest.csv``, ``removed.csv``, ``findings.csv`` and its report into the run
+  folder; DataModules train on the manifest (``--data.init_args.cleaned_manifest``);
+- ``lifecycle augment [preview] --config RECIPE [--out grid.png] [--samples 8] [--views 5]
+  [--split train]``: a grid of a recipe's images beside augmented versions of each.
+
+Each subcommand is a method of :class:`LifecycleTrainer` (Lightning's four, plus ``clean`` and
+``augment``) listed by :meth:`LifecycleCLI.subcommands`: LightningCLI makes the method's typed
+arguments the subcommand's options and the first line of its docstring its line in ``--help``.
+On top of LightningCLI this adds:
 
 - a run folder ``<default_root_dir>/<run_name>/version_N`` holding the resolved ``config.yaml``,
   ``metrics.csv`` (CSVLogger; TensorBoard events too when ``tensorboard`` is installed),
-  ``checkpoints/`` (best by ``val/loss``, ``last`` at each epoch's end and ``last-step``
-  mid-epoch, see :mod:`lifecycle.training.fault_tolerance`), and after ``test``/``predict``
-  the reports of :mod:`lifecycle.evaluation`;
+  ``checkpoints/`` (``last`` at each epoch's end and ``last-step`` mid-epoch, see
+  :mod:`lifecycle.training.fault_tolerance`, and the best by the metric the module declares as
+  its ``monitor``, e.g. ``val/loss``), and after ``test``/``predict`` the reports of
+  :mod:`lifecycle.evaluation`;
 - ``fit --ckpt_path last`` resumes the newest ``version_N`` of the run in its own folder (its
   logs go on there), from its newest checkpoint;
 - ``--test_after_fit true``: ``fit`` ends by testing the best checkpoint into the same folder;
-- a rich progress bar, and ``seed_everything`` defaulting to 42;
+- a rich progress bar and model summary, and ``seed_everything`` defaulting to 42;
 - a mistake of the user's (a :class:`~lifecycle.errors.UserError`, also when jsonargparse,
   Lightning or a DataLoader worker raised it wrapped in another error) ends the command with
   ``lifecycle <subcommand>: error: <message>`` on stderr and exit status 2, without a traceback
   (``--debug`` or ``LIFECYCLE_DEBUG=1`` shows it); any other error keeps its traceback;
 - a run that fails leaves a ``FAILED`` file (the error's type and message) in its run folder,
   and ``--ckpt_path last`` never resumes a run that has no checkpoint: with none to resume it is
-  an error naming the folder it looked in, not a fresh run.
+  an error naming the folder it looked in, not a fresh run;
+- a quiet start-up (:func:`quiet_startup`): none of Lightning's advertising tips, no torch
+  deprecation warning raised inside Lightning, no FLOPs count that was never measured.
 
 Each default callback is added only when the config does not already hold one of its kind,
 so ``trainer.callbacks`` in a recipe can replace any of them.
+
+Importing this module (the command's entry point) sets ``HF_HUB_OFFLINE=1`` and
+``NO_ALBUMENTATIONS_UPDATE=1`` unless they are set already; ``import lifecycle`` does not.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import warnings
-from pathlib import Path
 
-from lightning.pytorch import Callback, LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+# Offline by design: albumentations would check PyPI for updates on import, and transformers
+# would retry the Hugging Face hub for 48 s before failing on a model name. Set here, before
+# Lightning is imported: it imports torchmetrics, which imports transformers, and
+# huggingface_hub reads HF_HUB_OFFLINE once, on import.
+OFFLINE_ENVIRONMENT = {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+for _name, _value in OFFLINE_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
 
-from lifecycle.errors import MissingFileError, UserError
-from lifecycle.evaluation.report import EvaluationReport, PredictionWriter
-from lifecycle.training.fault_tolerance import ResumableCheckpoint, ResumedCSVLogger
+import contextlib  # noqa: E402
+import importlib.util  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Literal  # noqa: E402
+
+from jsonargparse import Namespace  # noqa: E402
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer  # noqa: E402
+from lightning.pytorch.callbacks import (  # noqa: E402
+    ModelCheckpoint,
+    ModelSummary,
+    ProgressBar,
+    RichModelSummary,
+    RichProgressBar,
+)
+from lightning.pytorch.cli import (  # noqa: E402
+    LightningArgumentParser,
+    LightningCLI,
+    SaveConfigCallback,
+)
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
+
+from lifecycle.data.cleaning.stage import CleaningResult, DataCleaner  # noqa: E402
+from lifecycle.errors import ConfigError, MissingFileError, UserError  # noqa: E402
+from lifecycle.evaluation.report import EvaluationReport, PredictionWriter, run_dir  # noqa: E402
+from lifecycle.training.fault_tolerance import ResumableCheckpoint, ResumedCSVLogger  # noqa: E402
 
 
 def _tensorboard_available() -> bool:
-    from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE, _TENSORBOARDX_AVAILABLE
-
-    return bool(_TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE)
+    """Whether Lightning's TensorBoardLogger can write events (``tensorboard`` or
+    ``tensorboardX`` is installed), asked without importing either."""
+    return any(
+        importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX")
+    )
 
 
 PRESET_FOLDERS = ("strategies", "precision")
@@ -63,7 +107,6 @@ def default_run_name(config_paths: list[str]) -> str:
     return f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
 
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict", "clean", "augment")
 FAILED_FILE = "FAILED"
 # ckpt_path values Lightning resolves itself (`last` is resolved by LifecycleCLI first)
 _CKPT_KEYWORDS = ("best", "last", "hpc", "registry")
@@ -192,8 +235,226 @@ def check_checkpoint_file(ckpt_path: str) -> None:
     check_checkpoint(path)
 
 
+# ------------------------------------------------------------------------------ a quiet start-up
+# Lightning's info lines that advertise its cloud products ("💡 Tip: ... litlogger", "litmodels")
+_TIP_PREFIX = "💡 Tip:"
+# Lightning's rank_zero_info writes through one of these (whichever of the two was imported last)
+_RANK_ZERO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_TIP_PREFIX)
+
+
+@contextlib.contextmanager
+def quiet_startup():
+    """While a command runs, leave out what a user cannot act on, each at its source:
+
+    - Lightning's tips advertising litlogger/litmodels (an info line of every run): a
+      :class:`logging.Filter` on Lightning's rank-zero loggers, for lines starting "💡 Tip:";
+    - torch's ``FutureWarning`` that ``LeafSpec`` is deprecated, raised by Lightning's own
+      ``lightning.pytorch.utilities._pytree`` (only a Lightning release can act on it): a
+      warnings filter on that message, category and module.
+
+    The filters are removed on exit. Two other sources are fixed where they arise:
+    :meth:`LifecycleCLI.parse_arguments` (LightningCLI's warning about ``args`` beside a command
+    line) and :class:`MeasuredModelSummary` (a FLOPs count that was never measured).
+    """
+    tips = _DropTips()
+    loggers = [logging.getLogger(name) for name in _RANK_ZERO_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(tips)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore",
+                message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                category=FutureWarning,
+                module=r"lightning\.pytorch\.utilities\._pytree",
+            )
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(tips)
+
+
+class MeasuredModelSummary(RichModelSummary):
+    """Lightning's rich model summary without its FLOPs column and total when FLOPs were not
+    measured: Lightning counts them only for a module with an ``example_input_array`` and
+    shows ``0`` for every other one. A module that has one gets Lightning's table as it is."""
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs,
+    ) -> None:
+        if total_flops:
+            RichModelSummary.summarize(
+                summary_data, total_parameters, trainable_parameters, model_size,
+                total_training_modes, total_flops, **summarize_kwargs,
+            )  # fmt: skip
+            return
+        from lightning.pytorch.utilities.model_summary import get_human_readable_count
+        from rich import get_console
+        from rich.table import Table
+
+        columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+        table.add_column(" ", style="dim")
+        for name, _ in columns[1:]:
+            table.add_column(name, justify="left" if name in ("Name", "Type", "Mode") else "right")
+        for row in zip(*(values for _, values in columns), strict=True):
+            table.add_row(*map(str, row))
+        console = get_console()
+        console.print(table)
+        grid = Table.grid(expand=True)
+        grid.add_column()
+        for label, value in (
+            ("Trainable params", get_human_readable_count(int(trainable_parameters))),
+            (
+                "Non-trainable params",
+                get_human_readable_count(int(total_parameters - trainable_parameters)),
+            ),
+            ("Total params", get_human_readable_count(int(total_parameters))),
+            ("Total estimated model params size (MB)", f"{model_size:,.3f}"),
+            ("Modules in train mode", total_training_modes["train"]),
+            ("Modules in eval mode", total_training_modes["eval"]),
+        ):
+            grid.add_row(f"[bold]{label}[/]: {value}")
+        console.print(grid)
+
+
+# ------------------------------------------------------------------------------- the subcommands
+class LifecycleTrainer(Trainer):
+    """Lightning's :class:`~lightning.pytorch.Trainer` with the toolkit's two commands that are
+    not a training loop, :meth:`clean` and :meth:`augment`; LightningCLI makes each of its
+    methods named in :meth:`LifecycleCLI.subcommands` a subcommand of ``lifecycle``.
+
+    Attributes:
+        fold_trainer_kwargs: keyword arguments of each K-fold ``Trainer`` that :meth:`clean`
+            trains; ``lifecycle clean`` sets them from the recipe's ``trainer`` section (see
+            :func:`fold_trainer_kwargs`). ``None``: Lightning's defaults.
+    """
+
+    fold_trainer_kwargs: dict | None = None
+
+    def clean(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        cleaning: DataCleaner | None = None,
+    ) -> CleaningResult:
+        """Clean a dataset: validate it, drop duplicates and test-set copies, find label issues.
+
+        Label issues come from confident learning on out-of-fold probabilities of K-fold
+        training of ``model``. Writes ``manifest.csv`` (what training should read, as
+        ``--data.init_args.cleaned_manifest``), ``removed.csv``, ``findings.csv``, the report
+        and ``config.yaml`` into the run folder (``<default_root_dir>/<run_name>/version_N``);
+        a failure leaves a ``FAILED`` file there.
+
+        Args:
+            model: the model each fold trains (the recipe's ``model``).
+            datamodule: the data to clean (the recipe's ``data``), a
+                :class:`~lifecycle.interfaces.CleanableData`.
+            cleaning: what to look for and what to do with it (the recipe's ``cleaning:``
+                section); default: :class:`~lifecycle.data.cleaning.DataCleaner`'s defaults.
+
+        Returns:
+            The :class:`~lifecycle.data.cleaning.CleaningResult`.
+        """
+        cleaner = cleaning if cleaning is not None else DataCleaner()
+        out = run_dir(self)
+        out.mkdir(parents=True, exist_ok=True)
+        for callback in self.callbacks:
+            if isinstance(callback, SaveConfigCallback):  # config.yaml, as `fit` writes it
+                callback.setup(self, model, stage="clean")
+        try:
+            result = cleaner.run(datamodule, model, dict(self.fold_trainer_kwargs or {}), out)
+        except BaseException as exception:
+            write_failed(out, exception)
+            raise
+        print(f"wrote {out}")
+        return result
+
+    def augment(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        out: str = "augment_preview.png",
+        samples: int = 8,
+        views: int = 5,
+        split: Literal["train", "val", "test"] = "train",
+    ) -> Path:
+        """Preview a recipe's augmentation: a grid of its images beside augmented versions.
+
+        Any ``--data...`` override works as for ``fit``; the word ``preview`` after ``augment``
+        may be given or left out.
+
+        Args:
+            model: the recipe's model (not used: the grid shows the data).
+            datamodule: the recipe's data, an image DataModule.
+            out: the PNG file to write.
+            samples: images shown (rows).
+            views: augmented versions of each image.
+            split: the split whose images and pipeline are shown.
+
+        Returns:
+            The PNG file written.
+
+        Raises:
+            ConfigError: the recipe's data holds no images.
+        """
+        from lifecycle.data.augment import preview
+        from lifecycle.data.images import ImageClassificationDataModule
+
+        if not isinstance(datamodule, ImageClassificationDataModule):
+            raise ConfigError(
+                f"augment preview shows image pipelines; this config's data is "
+                f"{type(datamodule).__name__}. Fix: give a recipe of image data, e.g. "
+                "--config recipes/fashion_mnist/classify.yaml."
+            )
+        figure = preview(datamodule, samples, views, split)
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=120)
+        print(f"wrote {path}")
+        return path
+
+
 class LifecycleCLI(LightningCLI):
-    """LightningCLI with the toolkit's defaults (see the module docstring)."""
+    """LightningCLI with the toolkit's subcommands and defaults (see the module docstring).
+
+    Args:
+        *args: LightningCLI's arguments.
+        trainer_class: the Trainer; it must have a method for each of :meth:`subcommands`.
+        parser_kwargs: LightningCLI's; ``prog`` defaults to ``lifecycle``.
+        **kwargs: LightningCLI's arguments.
+    """
+
+    def __init__(self, *args, trainer_class=None, parser_kwargs=None, **kwargs):
+        parser_kwargs = {"prog": "lifecycle", "description": DESCRIPTION, **(parser_kwargs or {})}
+        super().__init__(
+            *args,
+            trainer_class=trainer_class or LifecycleTrainer,
+            parser_kwargs=parser_kwargs,
+            **kwargs,
+        )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's four subcommands, ``clean`` and ``augment`` (methods of
+        :class:`LifecycleTrainer`), each with the method arguments the CLI fills itself."""
+        built = {"model", "datamodule"}  # the recipe's, built by the CLI
+        return {**LightningCLI.subcommands(), "clean": built, "augment": built}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -209,6 +470,11 @@ class LifecycleCLI(LightningCLI):
             help="After fit, test the best checkpoint (or the last weights) and write the reports into the same run folder.",
         )
         parser.set_defaults({"trainer.default_root_dir": "runs"})
+
+    def _section(self, config: Namespace) -> Namespace:
+        """The subcommand's part of a parsed (or instantiated) config; all of it without one."""
+        subcommand = config.get("subcommand")
+        return config.get(subcommand, config) if subcommand else config
 
     def _run_name(self) -> str:
         subcommand = self.config.get("subcommand")
@@ -232,10 +498,29 @@ class LifecycleCLI(LightningCLI):
         return max(versions) if versions else None
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        """Parse, then check ``--ckpt_path`` before LightningCLI reads the checkpoint's
-        hyperparameters and anything is built (see :func:`check_checkpoint_file`); ``last``
-        must find a checkpoint to resume."""
-        super().parse_arguments(parser, args)
+        """Parse ``args`` (``sys.argv[1:]`` when ``None``), then check ``--ckpt_path`` before
+        LightningCLI reads the checkpoint's hyperparameters and anything is built (see
+        :func:`check_checkpoint_file`); ``last`` must find a checkpoint to resume.
+
+        Raises:
+            ConfigError: ``clean`` or ``augment`` without a recipe.
+        """
+        words = sys.argv[1:] if args is None else args
+        if isinstance(words, list | tuple) and words[:1] in (["clean"], ["augment"]):
+            asks_help = any(w in ("-h", "--help") or w.startswith("--print_config") for w in words)
+            if not asks_help and not _gives_recipe(list(words[1:])):
+                raise ConfigError(
+                    "give the recipe: --config recipes/<dataset>/<recipe>.yaml, e.g. "
+                    f"lifecycle {words[0]} --config recipes/fashion_mnist/"
+                    f"{'clean' if words[0] == 'clean' else 'classify'}.yaml"
+                )
+        # Not LightningCLI's own parse_arguments: it warns whenever `args` is given while
+        # sys.argv holds arguments (against a script passing its own by mistake), and main()
+        # always hands over the command line it was given, less --debug
+        if isinstance(args, dict | Namespace):
+            self.config = parser.parse_object(args)
+        else:
+            self.config = parser.parse_args(args)
         self._check_ckpt_path()
 
     def _check_ckpt_path(self) -> None:
@@ -275,8 +560,23 @@ class LifecycleCLI(LightningCLI):
             f"trainer.default_root_dir={root}), or give a checkpoint file as --ckpt_path."
         )
 
+    def default_checkpoint(self) -> ModelCheckpoint:
+        """The checkpoint callback a run gets unless its config holds one: the best by the
+        metric the module declares as its ``monitor`` (lowest, or highest when its
+        ``monitor_mode`` is ``"max"``) and ``last``; for a module that declares none, ``last``
+        alone (the run's newest weights), as nothing says what "best" is."""
+        monitor = getattr(self.model, "monitor", None)
+        if not monitor:
+            return ModelCheckpoint(save_top_k=0, save_last=True)
+        return ModelCheckpoint(
+            monitor=monitor,
+            mode=getattr(self.model, "monitor_mode", "min"),
+            save_last=True,
+            filename="best-{epoch:02d}-{step}",
+        )
+
     def instantiate_trainer(self, **kwargs):
-        trainer_config = self._get(self.config_init, "trainer", default={})
+        trainer_config = self._section(self.config_init).get("trainer") or {}
         callbacks = trainer_config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         has = lambda kind: any(isinstance(c, kind) for c in callbacks)  # noqa: E731
@@ -287,14 +587,7 @@ class LifecycleCLI(LightningCLI):
             isinstance(c, ModelCheckpoint) and not isinstance(c, ResumableCheckpoint)
             for c in callbacks
         ):
-            callbacks.append(
-                ModelCheckpoint(
-                    monitor="val/loss",
-                    mode="min",
-                    save_last=True,
-                    filename="best-{epoch:02d}-{step}",
-                )
-            )
+            callbacks.append(self.default_checkpoint())
         if checkpointing and not has(ResumableCheckpoint):
             callbacks.append(ResumableCheckpoint())
         if not has(EvaluationReport):
@@ -303,6 +596,10 @@ class LifecycleCLI(LightningCLI):
             callbacks.append(PredictionWriter())
         if not has(FailedRunMarker):
             callbacks.append(FailedRunMarker())
+        if trainer_config.get("enable_model_summary", True) is not False and not has(ModelSummary):
+            callbacks.append(MeasuredModelSummary())
+            # ours replaces Lightning's default (which would log that it skips adding one)
+            kwargs.setdefault("enable_model_summary", False)
         kwargs.setdefault("callbacks", callbacks)
         if trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
             root, name = trainer_config.get("default_root_dir") or "runs", self._run_name()
@@ -320,6 +617,10 @@ class LifecycleCLI(LightningCLI):
             kwargs["logger"] = loggers
         return super().instantiate_trainer(**kwargs)
 
+    def before_clean(self) -> None:
+        """Give ``clean``'s K-fold Trainers the recipe's ``trainer`` section."""
+        self.trainer.fold_trainer_kwargs = fold_trainer_kwargs(self)
+
     def after_fit(self) -> None:
         config = self.config[self.subcommand]
         if not config.get("test_after_fit") or self.trainer.interrupted:
@@ -334,8 +635,9 @@ def _gives_recipe(args: list[str]) -> bool:
 
 
 def recipe_cli(cli_class: type[LifecycleCLI], args: list[str]) -> LifecycleCLI:
-    """A recipe's model, DataModule and Trainer, instantiated but not run (for the commands
-    that are not LightningCLI subcommands)."""
+    """A recipe's model, DataModule and Trainer, instantiated but not run (LightningCLI's
+    ``run=False``: no subcommand in ``args``), e.g. ``recipe_cli(LifecycleCLI, ["--config",
+    "recipes/digits/classify.yaml"])``; a clean recipe needs :class:`CleanCLI`."""
     return cli_class(
         LightningModule,
         LightningDataModule,
@@ -348,48 +650,12 @@ def recipe_cli(cli_class: type[LifecycleCLI], args: list[str]) -> LifecycleCLI:
     )
 
 
-def augment_command(args: list[str]) -> Path:
-    """``lifecycle augment preview --config RECIPE [--out grid.png] [--samples 8] [--views 5]``:
-    a grid of training images beside their augmented versions, from a recipe's data config
-    (any ``--data...`` override works as for ``fit``)."""
-    import argparse
-
-    from lifecycle.data.augment import preview
-    from lifecycle.data.images import ImageClassificationDataModule
-
-    parser = argparse.ArgumentParser(
-        prog="lifecycle augment",
-        description="Look at a recipe's augmentation before training with it.",
-    )
-    parser.add_argument("action", choices=["preview"])
-    parser.add_argument("--out", default="augment_preview.png", help="PNG file to write")
-    parser.add_argument("--samples", type=int, default=8, help="images (rows)")
-    parser.add_argument("--views", type=int, default=5, help="augmented versions of each")
-    parser.add_argument("--split", default="train", choices=["train", "val", "test"])
-    known, rest = parser.parse_known_args(args)
-    if not _gives_recipe(rest):
-        parser.error("give the recipe: --config recipes/<dataset>/<recipe>.yaml")
-    cli = recipe_cli(LifecycleCLI, rest)
-    if not isinstance(cli.datamodule, ImageClassificationDataModule):
-        parser.error(
-            f"augment preview shows image pipelines; this config's data is "
-            f"{type(cli.datamodule).__name__}."
-        )
-    figure = preview(cli.datamodule, known.samples, known.views, known.split)
-    out = Path(known.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=120)
-    print(f"wrote {out}")
-    return out
-
-
 class CleanCLI(LifecycleCLI):
-    """The recipe of ``lifecycle clean``: ``data`` and ``model`` as for ``fit``, ``trainer`` as
-    each fold's training budget, and a ``cleaning`` section (:class:`DataCleaner`'s arguments)."""
+    """A clean recipe instantiated without running it (:func:`recipe_cli`): ``data``, ``model``
+    and ``trainer`` as for ``lifecycle clean``, and its ``cleaning`` section built as a
+    :class:`~lifecycle.data.cleaning.DataCleaner` in ``config_init["cleaning"]``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        from lifecycle.data.cleaning import DataCleaner
-
         super().add_arguments_to_parser(parser)
         parser.add_class_arguments(DataCleaner, "cleaning")
 
@@ -400,7 +666,8 @@ _FOLD_TRAINER_SKIP = {"callbacks", "logger", "default_root_dir", "enable_checkpo
 
 
 def fold_trainer_kwargs(cli: LifecycleCLI) -> dict:
-    """The recipe's ``trainer`` section as keyword arguments of each K-fold ``Trainer``
+    """The recipe's ``trainer`` section (of ``lifecycle clean``, or of a :class:`CleanCLI`) as
+    keyword arguments of each K-fold ``Trainer``
     (without loggers, checkpoints, callbacks or plugins). ``class_path`` values (the strategy
     of a preset such as ``recipes/strategies/ddp.yaml``, an accelerator, a profiler) are built
     afresh from the config, not taken from the CLI's own Trainer, which already bound them.
@@ -411,8 +678,6 @@ def fold_trainer_kwargs(cli: LifecycleCLI) -> dict:
             processes), or a ``class_path`` that does not build.
     """
     import importlib
-
-    from lifecycle.errors import ConfigError
 
     def build(value, field: str):
         if isinstance(value, list | tuple):
@@ -438,7 +703,7 @@ def fold_trainer_kwargs(cli: LifecycleCLI) -> dict:
             ) from error
 
     kwargs = {}
-    for key, value in vars(cli.config["trainer"]).items():
+    for key, value in vars(cli._section(cli.config)["trainer"]).items():
         if key in _FOLD_TRAINER_SKIP or value is None:
             continue
         if (
@@ -456,67 +721,29 @@ def fold_trainer_kwargs(cli: LifecycleCLI) -> dict:
     return kwargs
 
 
-def clean_command(args: list[str]):
-    """``lifecycle clean --config recipes/<dataset>/clean.yaml``: validate, de-duplicate and find
-    label issues; writes ``manifest.csv``, ``removed.csv``, ``findings.csv`` and the report
-    into ``<default_root_dir>/<run_name>/version_N``. Returns the
-    :class:`~lifecycle.data.cleaning.CleaningResult`."""
-    from lifecycle.data.cleaning import DataCleaner
-
-    if not _gives_recipe(args):
-        raise SystemExit(
-            "lifecycle clean: give the recipe, e.g. --config recipes/fashion_mnist/clean.yaml"
-        )
-    cli = recipe_cli(CleanCLI, args)
-    cleaner = cli.config_init["cleaning"]
-    if not isinstance(cleaner, DataCleaner):
-        cleaner = DataCleaner(**vars(cli.config["cleaning"]))
-    fold_kwargs = fold_trainer_kwargs(cli)
-    root = cli.config["trainer"].get("default_root_dir") or "runs"
-    out = Path(CSVLogger(save_dir=root, name=cli._run_name()).log_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(cli.parser.dump(cli.config, skip_none=False))
-    try:
-        result = cleaner.run(cli.datamodule, cli.model, fold_kwargs, out)
-    except BaseException as exception:
-        write_failed(out, exception)
-        raise
-    print(f"wrote {out}")
-    return result
+def augment_command(args: list[str]) -> Path:
+    """``lifecycle augment preview ARGS`` run in this process (e.g. from a notebook): ``args``
+    as after ``augment``. Returns the PNG file written (see :meth:`LifecycleTrainer.augment`).
+    A user error propagates (no exit)."""
+    with quiet_startup():
+        cli = _cli(["augment", *_without_preview(list(args))])
+    return Path(cli.config["augment"]["out"])
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lifecycle`` console script (``args`` default to ``sys.argv[1:]``):
-    LightningCLI's ``fit``/``validate``/``test``/``predict``, ``clean`` and ``augment preview``.
-
-    A :class:`~lifecycle.errors.UserError` ends it with ``lifecycle <subcommand>: error:
-    <message>`` on stderr and ``SystemExit(2)``; ``--debug`` (anywhere in ``args``) or
-    ``LIFECYCLE_DEBUG=1`` raises it with its traceback instead. Other errors propagate."""
-    args = sys.argv[1:] if args is None else list(args)
-    debug = "--debug" in args or os.environ.get("LIFECYCLE_DEBUG", "").lower() in ("1", "true")
-    args = [a for a in args if a != "--debug"]
-    prog = f"lifecycle {args[0]}" if args[:1] and args[0] in SUBCOMMANDS else "lifecycle"
-    try:
-        with warnings.catch_warnings():
-            # main() hands LightningCLI its own argv (less --debug), which is no mistake
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-            _run_command(args)
-    except Exception as exception:
-        message = user_error_message(exception)
-        if message is None or debug:
-            raise
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+DESCRIPTION = (
+    "A deep learning model's whole life on PyTorch Lightning. Each subcommand takes a recipe "
+    "(--config recipes/<dataset>/<recipe>.yaml) and overrides of any of its fields; "
+    "`lifecycle <subcommand> --help` lists them."
+)
 
 
-def _run_command(args: list[str]) -> None:
-    if args[:1] == ["augment"]:
-        augment_command(args[1:])
-        return
-    if args[:1] == ["clean"]:
-        clean_command(args[1:])
-        return
-    LifecycleCLI(
+def _without_preview(args: list[str]) -> list[str]:
+    """``augment``'s arguments without its optional action word ``preview`` (its only one)."""
+    return args[1:] if args[:1] == ["preview"] else args
+
+
+def _cli(args: list[str]) -> LifecycleCLI:
+    return LifecycleCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -527,6 +754,32 @@ def _run_command(args: list[str]) -> None:
         # optimizers and schedulers are arguments of each stage module (see lifecycle.training.optim)
         auto_configure_optimizers=False,
     )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``lifecycle`` console script (``args`` default to ``sys.argv[1:]``):
+    ``fit``, ``validate``, ``test``, ``predict``, ``clean`` and ``augment [preview]``, in one
+    LightningCLI (:class:`LifecycleCLI`), with a quiet start-up (:func:`quiet_startup`).
+
+    A :class:`~lifecycle.errors.UserError` ends it with ``lifecycle <subcommand>: error:
+    <message>`` on stderr and ``SystemExit(2)``; ``--debug`` (anywhere in ``args``) or
+    ``LIFECYCLE_DEBUG=1`` raises it with its traceback instead. Other errors propagate."""
+    args = sys.argv[1:] if args is None else list(args)
+    debug = "--debug" in args or os.environ.get("LIFECYCLE_DEBUG", "").lower() in ("1", "true")
+    args = [a for a in args if a != "--debug"]
+    if args[:1] == ["augment"]:
+        args = ["augment", *_without_preview(args[1:])]
+    subcommand = args[0] if args[:1] and args[0] in LifecycleCLI.subcommands() else None
+    prog = f"lifecycle {subcommand}" if subcommand else "lifecycle"
+    try:
+        with quiet_startup():
+            _cli(args)
+    except Exception as exception:
+        message = user_error_message(exception)
+        if message is None or debug:
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

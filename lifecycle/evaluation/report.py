@@ -73,9 +73,10 @@ class PredictionWriter(BasePredictionWriter):
     of the predicted dataset.
 
     Columns: ``index`` (the record's position in the predicted dataset), ``source`` (the file or
-    row it came from, when the DataModule lists them in ``predict_sources``), ``prediction``,
-    the true ``label``/``target`` when the data has one, and ``prob_<class>`` per class for
-    classifiers. Under a multi-process strategy (DDP, FSDP, DeepSpeed) rank 0 gathers every
+    row it came from, when the DataModule lists them in ``predict_sources``), then what
+    ``predict_step`` returns for each batch (see :func:`prediction_columns`): from the
+    toolkit's stages ``prediction``, the true ``label``/``target`` when the data has one, and
+    ``prob_<class>`` per class for classifiers. Under a multi-process strategy (DDP, FSDP, DeepSpeed) rank 0 gathers every
     rank's share and writes the one file: each record once, the padding that evens out the
     ranks' shards left out (:class:`~lifecycle.data.loading.PaddedDataset`).
 
@@ -143,6 +144,49 @@ class PredictionWriter(BasePredictionWriter):
                 writer.writerow(line)
 
 
+def _tensor_columns(name: str, value) -> dict[str, torch.Tensor]:
+    value = torch.as_tensor(value).detach().cpu()
+    value = value.reshape(1) if value.ndim == 0 else value.reshape(len(value), -1)
+    if value.shape[1] == 1:
+        return {name: value[:, 0]}
+    return {f"{name}_{j}": value[:, j] for j in range(value.shape[1])}
+
+
+def prediction_columns(output) -> dict[str, torch.Tensor]:
+    """The CSV columns of what ``predict_step`` returned for one batch, one row per record:
+
+    - a dict: its keys (``probabilities``, one row of class probabilities per record, becomes
+      the ``prob_<class>`` columns);
+    - a tensor: ``prediction`` when it holds one value per record, else ``prediction_<j>`` per
+      value (a tensor of logits of shape ``(records, k)`` gives ``prediction_0`` ...);
+    - a tuple or list of tensors: ``output_<i>`` for the i-th (``output_<i>_<j>`` likewise).
+
+    Raises:
+        TypeError: anything else, naming what it got.
+    """
+    if isinstance(output, dict):
+        return dict(output)
+    if isinstance(output, torch.Tensor):
+        return _tensor_columns("prediction", output)
+    if isinstance(output, tuple | list) and all(isinstance(o, torch.Tensor) for o in output):
+        columns = {}
+        for i, value in enumerate(output):
+            columns.update(_tensor_columns(f"output_{i}", value))
+        return columns
+    raise TypeError(
+        f"PredictionWriter cannot write a {type(output).__name__} returned by predict_step: "
+        "return a dict of tensors (one row per record each), a tensor, or a tuple of tensors."
+    )
+
+
+def _is_batch_output(value) -> bool:
+    """Whether ``value`` is one batch's ``predict_step`` output rather than a dataloader's list
+    of them."""
+    if isinstance(value, dict | torch.Tensor):
+        return True
+    return isinstance(value, tuple | list) and all(isinstance(v, torch.Tensor) for v in value)
+
+
 def _position(index) -> int | None:
     """A record's position from a sampler's index: an ``(epoch, i)`` pair or ``i``; ``None``
     is padding."""
@@ -151,14 +195,20 @@ def _position(index) -> int | None:
     return int(index[1] if isinstance(index, tuple | list) else index)
 
 
-def _local_table(predictions, batch_indices) -> dict:
+def _local_table(predictions, batch_indices, dataloaders: int | None = None) -> dict:
     """This rank's predictions as ``{"index": [position or None], "columns": {key: tensor}}``
     without padding rows: a module's ``predict_step`` may return a row per record of the batch
-    (padding included, dropped here by its ``None`` index) or per real record only."""
+    (padding included, dropped here by its ``None`` index) or per real record only.
+    ``dataloaders``: how many were predicted (Lightning nests the outputs per dataloader when
+    there are several); ``None``: told from the outputs, a list of tensors being one batch's."""
     if not predictions:
         return {"index": [], "columns": {}}
-    nested = isinstance(predictions[0], list)
+    if dataloaders is not None:
+        nested = dataloaders > 1
+    else:
+        nested = isinstance(predictions[0], list) and not _is_batch_output(predictions[0])
     batches = predictions[0] if nested else predictions
+    batches = [prediction_columns(b) for b in batches]
     indices = batch_indices[0] if batch_indices and isinstance(batch_indices[0], list) else []
     if indices and not isinstance(indices[0], list):  # one dataloader, already flattened
         indices = batch_indices
@@ -199,14 +249,16 @@ def gathered_predictions(
 
     Args:
         trainer: the Trainer that ran ``predict``.
-        predictions: what a ``BasePredictionWriter`` gets in ``write_on_epoch_end`` (the
-            ``predict_step`` dicts, per batch); the first dataloader's are used.
+        predictions: what a ``BasePredictionWriter`` gets in ``write_on_epoch_end`` (what
+            ``predict_step`` returned, per batch: see :func:`prediction_columns`); the first
+            dataloader's are used.
         batch_indices: the matching batch indices (``write_on_epoch_end``'s).
         all_ranks: give every rank the whole table.
     """
     import torch.distributed as dist
 
-    table = _local_table(predictions, batch_indices)
+    batches = getattr(trainer, "num_predict_batches", None)
+    table = _local_table(predictions, batch_indices, len(batches) if batches else None)
     if trainer.world_size < 2 or not (dist.is_available() and dist.is_initialized()):
         return table
     if all_ranks:

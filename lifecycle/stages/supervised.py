@@ -245,6 +245,17 @@ class SupervisedModule(ShardedClipping, L.LightningModule):
             mean=list(info.mean), std=list(info.std), normalization_source=str(info.folder)
         )
 
+    # metrics the stages log where higher is better; every other one (losses, errors) is lower
+    HIGHER_IS_BETTER = ("accuracy", "f1", "auroc", "precision", "recall", "r2", "top1", "top5")
+
+    @property
+    def monitor_mode(self) -> str:
+        """``"max"`` when :attr:`monitor` is a metric where higher is better (``val/accuracy``,
+        ``val/f1``, ``val/r2``, ...), else ``"min"``: how the CLI's default checkpoint picks
+        the best epoch."""
+        name = self.monitor.rsplit("/", 1)[-1].lower()
+        return "max" if name.startswith(self.HIGHER_IS_BETTER) else "min"
+
     def check_data_needs(self, datamodule) -> None:
         """Refuse a DataModule that cannot meet :meth:`data_needs`
         (:func:`~lifecycle.interfaces.check_data_needs_met`)."""

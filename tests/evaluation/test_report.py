@@ -81,3 +81,44 @@ def test_regression_report_has_the_scatter(tmp_path):
 
     with Image.open(run / "predicted_vs_true.png") as image:
         assert image.size == (660, 660) and len(set(image.convert("L").getdata())) > 20
+
+
+def _plain_module(kind: str):
+    import lightning as L
+
+    class Plain(L.LightningModule):
+        def predict_step(self, batch, batch_idx):
+            (x,) = batch
+            if kind == "tensor":  # one value per record
+                return x[:, 0] * 10
+            if kind == "logits":  # (records, 3)
+                return x @ torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 3.0]])
+            return x[:, 0].long(), x.sum(1)  # a tuple of tensors
+
+    return Plain()
+
+
+@pytest.mark.parametrize(
+    "kind, header, row_3",
+    [
+        ("tensor", ["index", "prediction"], ["3", "60"]),
+        (
+            "logits",
+            ["index", "prediction_0", "prediction_1", "prediction_2"],
+            ["3", "6", "7", "33"],
+        ),
+        ("tuple", ["index", "output_0", "output_1"], ["3", "6", "13"]),
+    ],
+)
+def test_prediction_writer_takes_a_plain_tensor_or_a_tuple_from_predict_step(
+    tmp_path, kind, header, row_3
+):
+    x = torch.arange(10, dtype=torch.float32).reshape(5, 2)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=2)
+    writer = PredictionWriter()
+    trainer = quiet_trainer(tmp_path, logger=CSVLogger(tmp_path, name="run"), callbacks=[writer])
+    trainer.predict(_plain_module(kind), loader)
+    rows = list(csv.reader(open(tmp_path / "run" / "version_0" / "predictions.csv")))
+    assert rows[0] == header
+    assert [r[0] for r in rows[1:]] == ["0", "1", "2", "3", "4"]
+    assert rows[4] == row_3  # the record x = [6, 7]
