@@ -144,7 +144,7 @@ def linear_probe(folder: Path, labels: int, seed: int) -> float:
         "fashion-mnist", train_subset=labels, seed=seed, mean=info.mean, std=info.std
     )
     data.setup("fit")
-    train, test = data._datasets["train"], data._datasets["test"]
+    train, test = data.split_dataset("train"), data.split_dataset("test")
     xtr, xte = features(backbone, train.tensor), features(backbone, test.tensor)
     scaler = StandardScaler().fit(xtr)
     clf = LogisticRegression(C=0.1, max_iter=2000).fit(scaler.transform(xtr), train.labels.numpy())
