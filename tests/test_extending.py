@@ -15,12 +15,18 @@ from tests.conftest import REPO, run_lifecycle
 PROJECT = REPO / "tests" / "user_project"
 
 
-@pytest.fixture
-def user_project(monkeypatch):
-    monkeypatch.syspath_prepend(str(PROJECT))  # what PYTHONPATH=tests/user_project does
-    yield
+def forget_my_project() -> None:
+    """Drop any ``my_project`` imported earlier (tests/test_cli.py builds one of its own)."""
     for name in [m for m in sys.modules if m == "my_project" or m.startswith("my_project.")]:
         del sys.modules[name]
+
+
+@pytest.fixture
+def user_project(monkeypatch):
+    forget_my_project()
+    monkeypatch.syspath_prepend(str(PROJECT))  # what PYTHONPATH=tests/user_project does
+    yield
+    forget_my_project()
 
 
 def test_a_users_backbone_and_datamodule_train_and_test_through_the_cli(user_project, tmp_path):
