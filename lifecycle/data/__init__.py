@@ -6,7 +6,7 @@ recipes name them); nothing inside the package imports it. The names are loaded 
 albumentations, transformers and every DataModule with it.
 """
 
-import importlib
+from lifecycle.lazy import lazy_exports
 
 _EXPORTS = {
     "BUILTIN_DATASETS": "lifecycle.data.datasets",
@@ -25,13 +25,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lifecycle.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -9,7 +9,7 @@ defining submodule). The names are loaded on first use (:pep:`562`), so a DataMo
 a manifest (:mod:`lifecycle.data.cleaning.manifest`) does not load the whole stage with it.
 """
 
-import importlib
+from lifecycle.lazy import lazy_exports
 
 _EXPORTS = {
     "exact_duplicates": "lifecycle.data.cleaning.duplicates",
@@ -30,13 +30,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lifecycle.data.cleaning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
