@@ -11,6 +11,9 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 FORTUNES := /usr/share/games/fortunes/computers
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# one pytest-xdist worker per core this process may run on (conftest.py gives each its share of
+# threads); a test file's tests stay together on one worker (--dist loadfile)
+PYTEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)))' 2>/dev/null || echo 1)
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
@@ -46,7 +49,7 @@ demo: setup
 	$(BIN)/lifecycle fit --config recipes/fashion_mnist/classify.yaml
 
 test: setup
-	$(BIN)/python -m pytest --nbmake --nbmake-timeout=600 tests notebooks $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --nbmake --nbmake-timeout=600 tests notebooks $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check lifecycle tests benchmarks recipes
