@@ -257,8 +257,10 @@ def quiet_startup():
     - Lightning's tips advertising litlogger/litmodels (an info line of every run): a
       :class:`logging.Filter` on Lightning's rank-zero loggers, for lines starting "💡 Tip:";
     - torch's ``FutureWarning`` that ``LeafSpec`` is deprecated, raised by Lightning's own
-      ``lightning.pytorch.utilities._pytree`` (only a Lightning release can act on it): a
-      warnings filter on that message, category and module.
+      ``lightning.pytorch.utilities._pytree`` and again wherever an object holding a
+      ``LeafSpec`` is deep-copied (``copyreg``: the K-fold cleaning copies its fold trainers'
+      settings); only a Lightning release can act on it: a warnings filter on that message and
+      category.
 
     The filters are removed on exit. Two other sources are fixed where they arise:
     :meth:`LifecycleCLI.parse_arguments` (LightningCLI's warning about ``args`` beside a command
@@ -274,7 +276,6 @@ def quiet_startup():
                 "ignore",
                 message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                 category=FutureWarning,
-                module=r"lightning\.pytorch\.utilities\._pytree",
             )
             yield
     finally:
