@@ -157,3 +157,28 @@ def factory_keyword(factory, name: str):
     import functools
 
     return factory.keywords.get(name) if isinstance(factory, functools.partial) else None
+
+
+def plain_fast_tokenizer_backend(tokenizer):
+    """The ``tokenizers.Tokenizer`` behind a transformers fast tokenizer when calling it
+    directly gives exactly what ``tokenizer(texts, truncation=True, max_length=...)`` gives: a
+    ``TokenizersBackend`` whose class keeps transformers' own ``__call__`` and
+    ``_encode_plus`` and has no input/target modes. ``None`` otherwise (a slow tokenizer, or a
+    class that adds steps of its own): callers then go through ``tokenizer(...)``. Private:
+    ``_tokenizer``, ``_encode_plus`` and ``_switch_to_input_mode``; checked on transformers
+    5.23.0 (``tests/test_compat_tokenization.py``)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerBase
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    backend = getattr(tokenizer, "_tokenizer", None)
+    cls = type(tokenizer)
+    if (
+        not isinstance(backend, Tokenizer)
+        or not isinstance(tokenizer, TokenizersBackend)
+        or cls.__call__ is not PreTrainedTokenizerBase.__call__
+        or cls._encode_plus is not TokenizersBackend._encode_plus
+        or hasattr(tokenizer, "_switch_to_input_mode")
+    ):
+        return None
+    return backend

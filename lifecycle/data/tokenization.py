@@ -25,6 +25,7 @@ from tokenizers import (
 )
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from lifecycle.compat import plain_fast_tokenizer_backend
 from lifecycle.errors import ConfigError, DataError, MissingFileError
 from lifecycle.packaged import resolve_model_folder
 
@@ -215,14 +216,51 @@ def embedding_rows_needed(tokenizer: PreTrainedTokenizerBase) -> int:
     return max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
 
 
+def _truncated_encodings(tokenizer, texts: list[str], max_length: int) -> list | None:
+    """``tokenizers.Encoding`` of each text, with special tokens, cut at ``max_length`` (the
+    rest in its ``overflowing`` windows), straight from the Rust tokenizer: what
+    ``tokenizer(texts, truncation=True, max_length=max_length)`` encodes, without building its
+    Python dicts (ids, type ids and masks of every text, a second of a 50,000-text corpus).
+    The backend's truncation, padding and special-token settings are set as transformers sets
+    them for that call and given back afterwards. ``None`` where there is no such backend
+    (:func:`lifecycle.compat.plain_fast_tokenizer_backend`)."""
+    backend = plain_fast_tokenizer_backend(tokenizer)
+    if backend is None:
+        return None
+    truncation, padding = backend.truncation, backend.padding
+    special = backend.encode_special_tokens
+    try:
+        backend.enable_truncation(
+            max_length, stride=0, strategy="longest_first", direction=tokenizer.truncation_side
+        )
+        if padding is not None:
+            backend.no_padding()
+        backend.encode_special_tokens = bool(tokenizer.split_special_tokens)
+        return backend.encode_batch(list(texts), add_special_tokens=True)
+    finally:
+        if truncation is None:
+            backend.no_truncation()
+        else:
+            backend.enable_truncation(**truncation)
+        if padding is not None:
+            backend.enable_padding(**padding)
+        backend.encode_special_tokens = special
+
+
 def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
     """Token ids of each text (with special tokens), truncated to ``max_length``; and how many
     texts were truncated.
 
     A truncated text is cut by the tokenizer itself, so it keeps its own closing special
     tokens (``[SEP]``, ``</s>``, none for GPT-2), exactly as the tokenizer adds them; texts that
-    fit are as the tokenizer encodes them.
+    fit are as the tokenizer encodes them. A fast tokenizer encodes once, in Rust (a text was
+    truncated when it has overflowing tokens); any other is called twice (with one token of
+    slack, then the long texts again): the same ids either way.
     """
+    encodings = _truncated_encodings(tokenizer, texts, max_length)
+    if encodings is not None:
+        ids = [e.ids for e in encodings]
+        return ids, sum(1 for e in encodings if e.overflowing)
     # one token of slack tells which texts were longer (and keeps transformers from warning)
     ids = tokenizer(texts, truncation=True, max_length=max_length + 1)["input_ids"]
     long = [i for i, x in enumerate(ids) if len(x) > max_length]
@@ -231,3 +269,21 @@ def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]
         for i, x in zip(long, cut["input_ids"], strict=True):
             ids[i] = x
     return ids, len(long)
+
+
+def encode_windows(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text with special tokens, a text longer than ``max_length`` as
+    several consecutive windows (each with its special tokens), in order: what
+    ``tokenizer(texts, truncation=True, max_length=max_length,
+    return_overflowing_tokens=True)["input_ids"]`` gives, in Rust for a fast tokenizer."""
+    encodings = _truncated_encodings(tokenizer, texts, max_length)
+    if encodings is None:
+        out = tokenizer(
+            texts, truncation=True, max_length=max_length, return_overflowing_tokens=True
+        )
+        return out["input_ids"]
+    ids = []
+    for e in encodings:
+        ids.append(e.ids)
+        ids += [o.ids for o in e.overflowing]
+    return ids

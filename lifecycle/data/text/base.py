@@ -97,6 +97,9 @@ class TextDataModule(SplitDataModule):
         labels = table.labels if table.labels is not None else [None] * len(table)
         kept = []
         for rows in groups:
+            if len(rows) == 1:  # a text without copies: kept, nothing to list
+                kept.append([rows[0]])
+                continue
             keep = kept_record(rows, labels)
             kept.append([keep])
             votes = Counter(labels[i] for i in rows)

@@ -194,7 +194,8 @@ class CorpusDataModule(TextDataModule):
                 rows = ids[start : start + 256]
                 input_ids, _ = pad_rows(rows, pad)  # on the right: rows are cut back below
                 batch = collator(list(input_ids))
+                batch_ids, batch_labels = batch["input_ids"].tolist(), batch["labels"].tolist()
                 for j, row in enumerate(rows):
-                    masked.append(batch["input_ids"][j, : len(row)].tolist())
-                    labels.append(batch["labels"][j, : len(row)].tolist())
+                    masked.append(batch_ids[j][: len(row)])
+                    labels.append(batch_labels[j][: len(row)])
         return LanguageModelingDataset(masked, pad, collator, labels)

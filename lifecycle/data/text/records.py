@@ -8,6 +8,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from lifecycle.data.tokenization import encode_windows
+
 
 def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of token ids padded to the longest: ``(ids, attention_mask)``, both long (B, L)."""
@@ -23,8 +25,7 @@ def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 def chunk_documents(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     """Token ids of each document with special tokens; a document longer than ``max_length``
     becomes several consecutive windows, so no text is lost."""
-    out = tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=True)
-    return out["input_ids"]
+    return encode_windows(tokenizer, texts, max_length)
 
 
 @contextmanager
