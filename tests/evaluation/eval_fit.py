@@ -6,12 +6,18 @@ strategy evaluates the very same weights. Evaluation batches are ``--batch`` per
 513 validation and test records and 2 ranks the ranks' shards are uneven (257 and 256). Rank 0
 writes ``DIR/result.json`` (the logged validation loss of fit and validate, the validate
 metrics) beside what the run's callbacks wrote: ``metrics.json`` and ``predictions.csv``.
+
+Several runs in one launch (one start-up of both ranks): their arguments separated by
+``--then`` (``--strategy ddp --out A ... --then --strategy fsdp2 --out B ...``), run one after
+the other in the same processes, each with Trainers of its own and its own ``--out``; the
+first Trainer launches rank 1, which runs the same runs, and the process group is set up once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -26,6 +32,19 @@ from lifecycle.training.strategies import DDPStrategy, FSDP2Strategy
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the runs of ``argv`` (one, or several separated by ``--then``) in this process."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chunks: list[list[str]] = [[]]
+    for arg in argv:
+        if arg == "--then":
+            chunks.append([])
+        else:
+            chunks[-1].append(arg)
+    for chunk in chunks:
+        run(chunk)
+
+
+def run(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--strategy", choices=["single", "ddp", "fsdp2"], required=True)
     parser.add_argument("--data", required=True)

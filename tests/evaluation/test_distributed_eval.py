@@ -1,9 +1,10 @@
 """Evaluation on 2 CPU processes (gloo) with uneven shards: 513 validation and test records,
 batch 256 per rank, so rank 0 holds 257 records (2 batches) and rank 1 256 (1 batch) unless
-the loader pads. Each 2-process run is ``tests/evaluation/eval_fit.py`` in a subprocess of its
-own session (Lightning's DDP launcher re-runs the script for rank 1), killed whole on timeout so
-a hang fails the test instead of blocking it; the one-device reference runs the script's
-``main`` in the test's process."""
+the loader pads. The DDP and the FSDP2 run are one launch of ``tests/evaluation/eval_fit.py``
+(a module-scoped fixture: the two runs one after the other in the same two processes, each with
+its own Trainer and out folder) in a subprocess of its own session (Lightning's DDP launcher
+re-runs the script for rank 1), killed whole on timeout so a hang fails the tests instead of
+blocking them; the one-device reference runs the script's ``main`` in the test's process."""
 
 import csv
 import json
@@ -37,13 +38,17 @@ def data(tmp_path_factory):
     return path
 
 
-def run(out, strategy, data, timeout=240):
-    """The script's result.json, metrics.json and predictions.csv rows for ``strategy``."""
-    args = ["--strategy", strategy, "--data", str(data), "--out", str(out)]
-    if strategy == "single":  # no launcher: in this process, without a start-up of its own
+def run(root, strategies, data, timeout=300):
+    """The script's result.json, metrics.json and predictions.csv rows for each of
+    ``strategies`` (run in one launch, each in ``root / strategy``)."""
+    args = []
+    for strategy in strategies:
+        args += [*(["--then"] if args else []), "--strategy", strategy, "--data", str(data),
+                 "--out", str(root / strategy)]  # fmt: skip
+    if strategies == ["single"]:  # no launcher: in this process, without a start-up of its own
         with isolated_process_state():
             eval_fit.main(args)
-        return outputs(out)
+        return {"single": outputs(root / "single")}
     env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
     command = [sys.executable, str(SCRIPT), *args]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -53,10 +58,10 @@ def run(out, strategy, data, timeout=240):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # rank 1 too: it is in the same session
         proc.communicate()
-        pytest.fail(f"{strategy} evaluation hung (killed after {timeout} s)")
+        pytest.fail(f"{strategies} evaluation hung (killed after {timeout} s)")
     assert proc.returncode == 0, stderr[-3000:]
     assert "terminate called" not in stderr, stderr[-3000:]  # rank 1's abort would show here
-    return outputs(out)
+    return {strategy: outputs(root / strategy) for strategy in strategies}
 
 
 def outputs(out):
@@ -69,14 +74,22 @@ def outputs(out):
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, data):
-    return run(tmp_path_factory.mktemp("single"), "single", data)
+    return run(tmp_path_factory.mktemp("single"), ["single"], data)["single"]
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, data):
+    """The DDP and FSDP2 runs, one launch; and the folder of each."""
+    root = tmp_path_factory.mktemp("launched")
+    runs = run(root, ["ddp", "fsdp2"], data)
+    return {strategy: (*runs[strategy], root / strategy) for strategy in runs}
 
 
 @pytest.mark.slow
 def test_fsdp2_evaluation_with_uneven_shards_finishes_and_counts_every_record_once(
-    tmp_path, data, single
+    launched, single
 ):
-    result, report, rows = run(tmp_path, "fsdp2", data)
+    result, report, rows, _ = launched["fsdp2"]
     one_result, one_report, one_rows = single
     assert result["val_records"] == RECORDS
     assert np.array(report["confusion_matrix"]).sum() == RECORDS
@@ -90,10 +103,11 @@ def test_fsdp2_evaluation_with_uneven_shards_finishes_and_counts_every_record_on
 
 
 @pytest.mark.slow
-def test_ddp_predictions_are_one_file_with_every_record_and_its_source_once(tmp_path, data, single):
-    _, _, rows = run(tmp_path, "ddp", data)
+def test_ddp_predictions_are_one_file_with_every_record_and_its_source_once(launched, single):
+    _, _, rows, folder = launched["ddp"]
     _, _, one_rows = single
-    assert not list(tmp_path.glob("predictions-rank*.csv"))
+    assert (folder / "predictions.csv").exists()
+    assert not list(folder.glob("predictions-rank*.csv"))
     assert [r["index"] for r in rows] == [str(i) for i in range(RECORDS)]
     assert [r["source"] for r in rows] == [f"images.npz:x_test[{i}]" for i in range(RECORDS)]
     assert [r["source"] for r in rows] == [r["source"] for r in one_rows]

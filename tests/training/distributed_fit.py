@@ -8,6 +8,13 @@ per-step losses, the bytes of parameters and optimizer state it holds, a checksu
 weights, and what GradientHealth reported. With ``--report-threads`` each rank also writes
 ``threads<N>.json`` at interpreter exit, after the strategy's exit handler ran: the names of the
 threads still alive (gloo's workers are ``pt_gloo_runloop``).
+
+Several fits in one launch (one start-up of both ranks): their arguments separated by ``--then``,
+``--strategy ddp --out A [...] --then --strategy ddp --out B [...]``. They run one after the
+other in the same processes, each with a Trainer of its own, seeded afresh and writing its own
+``--out`` (the first Trainer launches rank 1, which runs the same fits; the process group is set
+up once); every fit takes the steps it takes in a launch of its own. The thread reports are
+registered before the first Trainer exists, so they run after the exit handler.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import argparse
 import atexit
 import json
 import os
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -77,7 +85,30 @@ def report_threads_at_exit(out: Path, rank: list[int]) -> None:
     atexit.register(report)
 
 
+SEPARATOR = "--then"
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run the fits of ``argv`` (one, or several separated by ``--then``) in this process."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chunks: list[list[str]] = [[]]
+    for arg in argv:
+        if arg == SEPARATOR:
+            chunks.append([])
+        else:
+            chunks[-1].append(arg)
+    runs = [parse(chunk) for chunk in chunks]
+    if len({run.strategy == "single" for run in runs}) > 1:
+        raise SystemExit("one launch cannot mix --strategy single with multi-rank fits")
+    rank = [0]
+    for run in runs:
+        if run.report_threads:
+            report_threads_at_exit(Path(run.out), rank)
+    for run in runs:
+        fit(run, rank)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--strategy", choices=["single", "ddp", "fsdp2", "lightning-ddp", "lightning-fsdp2"],
@@ -108,15 +139,15 @@ def main(argv: list[str] | None = None) -> None:
         "--distill", action="store_true",
         help="distil a fixed MLP teacher (with a feature adapter) into the model",
     )  # fmt: skip
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def fit(args: argparse.Namespace, rank: list[int]) -> None:
+    """One fit; sets ``rank[0]`` to this process's rank once the Trainer knows it."""
     L.seed_everything(0)
     ranks = 1 if args.strategy == "single" else 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rank = [0]
-    if args.report_threads:
-        report_threads_at_exit(out, rank)
     strategy = {
         "single": lambda: "auto", "ddp": DDPStrategy, "fsdp2": FSDP2Strategy,
         "lightning-ddp": lambda: "ddp",

@@ -3,7 +3,6 @@ run killed with SIGKILL that resumes to the very metrics of an uninterrupted one
 
 import json
 import random
-import time
 
 import lightning as L
 import numpy as np
@@ -17,8 +16,8 @@ from lifecycle.training.fault_tolerance import (
     random_states,
     set_random_states,
 )
-from tests.conftest import REPO, run_lifecycle
-from tests.training.killer import run_killed, run_subprocess, write_kill_config
+from tests.conftest import REPO
+from tests.training.killer import launch, run_killed, run_subprocess, write_kill_config
 
 
 def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
@@ -139,12 +138,11 @@ STEPS_PER_EPOCH = 12  # 384 training images in batches of 32
 @pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path):
     # 12 steps an epoch; killed by SIGKILL at step 20 of the second epoch, 2 steps after its
-    # checkpoint at 18. The uninterrupted run runs in this process (run_lifecycle restores what
-    # it changes); the killed one and its resumption, each in a new process, as a user's would
+    # checkpoint at 18. Each run is a new process, as a user's would be (tests.training.killer)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE)
     base = ["fit", "--config", recipe, "--trainer.default_root_dir", tmp_path]
-    whole_run = run_lifecycle([*base, "--run_name", "whole"])
+    whole_run = run_subprocess([*base, "--run_name", "whole"])
     assert whole_run.returncode == 0, whole_run.stderr[-3000:]
     whole_last = tmp_path / "whole" / "version_0" / "checkpoints" / "last.ckpt"
     per_epoch = torch.load(whole_last, weights_only=True)["global_step"] // 3
@@ -174,29 +172,27 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path):
 
 @pytest.mark.slow
 def test_an_fsdp2_run_killed_mid_epoch_resumes_exactly_from_its_sharded_checkpoint(tmp_path):
-    # 2 CPU ranks, 6 steps an epoch each; BatchNorm statistics kept equal across ranks;
-    # checkpoints are folders. Killed at step 10 of the second epoch, 1 step after its checkpoint
+    # 2 CPU ranks (one process each, started together), 6 steps an epoch each, 2 epochs;
+    # BatchNorm statistics kept equal across ranks; checkpoints are folders. Killed at step 10
+    # of the second epoch, 1 step after its checkpoint
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE.replace("deterministic: true", "deterministic: false"))
     kill = write_kill_config(tmp_path / "kill.yaml", 10, 3, mark_dir=tmp_path / "killed")
     base = ["fit", "--config", recipe, "--config", REPO / "recipes/strategies/fsdp2.yaml",
-            "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.max_epochs", "2",
             "--trainer.default_root_dir", tmp_path]  # fmt: skip
-    whole_run = run_subprocess([*base, "--run_name", "whole"])
-    assert whole_run.returncode == 0, whole_run.stderr[-3000:]
-    # the kill, not a crash: SIGKILL ended rank 0 (the process run waited for), and each rank
-    # marked its kill at step 10 (rank 1, Lightning's child, may mark it a moment later)
-    run_killed(base, kill)
+    whole_run = launch([*base, "--run_name", "whole"], ranks=2)
+    assert [r.returncode for r in whole_run] == [0, 0], whole_run[0].stderr[-3000:]
+    # the kill, not a crash: SIGKILL ended both ranks, and each marked its kill at step 10
+    run_killed(base, kill, ranks=2)
     marks = [tmp_path / "killed" / f"killed-at-step-rank{rank}.txt" for rank in (0, 1)]
-    deadline = time.time() + 120
-    while not all(m.exists() for m in marks) and time.time() < deadline:
-        time.sleep(0.1)
     assert [m.read_text() if m.exists() else None for m in marks] == ["10", "10"]
     checkpoint = tmp_path / "killed" / "version_0" / "checkpoints" / "last-step.ckpt"
     assert checkpoint.is_dir()  # one shard per rank
-    resumed = run_subprocess([*base, "--run_name", "killed", "--ckpt_path", "last"])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Restored all states from the checkpoint" in resumed.stderr + resumed.stdout
+    assert torch.load(checkpoint / "meta.pt", weights_only=True)["global_step"] == 9
+    resumed = launch([*base, "--run_name", "killed", "--ckpt_path", "last"], ranks=2)
+    assert [r.returncode for r in resumed] == [0, 0], resumed[0].stderr[-3000:]
+    assert "Restored all states from the checkpoint" in resumed[0].stderr + resumed[0].stdout
     whole = json.loads((tmp_path / "whole" / "version_0" / "metrics.json").read_text())
     again = json.loads((tmp_path / "killed" / "version_0" / "metrics.json").read_text())
     assert whole["metrics"] == again["metrics"]
