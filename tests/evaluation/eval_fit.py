@@ -29,18 +29,12 @@ from lifecycle.evaluation import EvaluationReport, PredictionWriter
 from lifecycle.models import MLP
 from lifecycle.stages import ClassificationModule
 from lifecycle.training.strategies import DDPStrategy, FSDP2Strategy
+from tests.training.distributed_fit import split_runs
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the runs of ``argv`` (one, or several separated by ``--then``) in this process."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    chunks: list[list[str]] = [[]]
-    for arg in argv:
-        if arg == "--then":
-            chunks.append([])
-        else:
-            chunks[-1].append(arg)
-    for chunk in chunks:
+    for chunk in split_runs(sys.argv[1:] if argv is None else list(argv)):
         run(chunk)
 
 

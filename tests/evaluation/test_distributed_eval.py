@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import REPO, isolated_process_state
 from tests.evaluation import eval_fit
+from tests.training.distributed_fit import join_runs
 
 SCRIPT = REPO / "tests" / "evaluation" / "eval_fit.py"
 RECORDS = 513
@@ -41,10 +42,8 @@ def data(tmp_path_factory):
 def run(root, strategies, data, timeout=300):
     """The script's result.json, metrics.json and predictions.csv rows for each of
     ``strategies`` (run in one launch, each in ``root / strategy``)."""
-    args = []
-    for strategy in strategies:
-        args += [*(["--then"] if args else []), "--strategy", strategy, "--data", str(data),
-                 "--out", str(root / strategy)]  # fmt: skip
+    args = join_runs([["--strategy", strategy, "--data", data, "--out", root / strategy]
+                      for strategy in strategies])  # fmt: skip
     if strategies == ["single"]:  # no launcher: in this process, without a start-up of its own
         with isolated_process_state():
             eval_fit.main(args)

@@ -88,16 +88,29 @@ def report_threads_at_exit(out: Path, rank: list[int]) -> None:
 SEPARATOR = "--then"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the fits of ``argv`` (one, or several separated by ``--then``) in this process."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    chunks: list[list[str]] = [[]]
+def join_runs(runs: list[list]) -> list[str]:
+    """One command line for several runs' arguments: joined by ``--then``."""
+    args: list[str] = []
+    for run in runs:
+        args += [*([SEPARATOR] if args else []), *map(str, run)]
+    return args
+
+
+def split_runs(argv: list[str]) -> list[list[str]]:
+    """Each run's arguments of a command line made by :func:`join_runs` (one run without a
+    ``--then``)."""
+    runs: list[list[str]] = [[]]
     for arg in argv:
         if arg == SEPARATOR:
-            chunks.append([])
+            runs.append([])
         else:
-            chunks[-1].append(arg)
-    runs = [parse(chunk) for chunk in chunks]
+            runs[-1].append(arg)
+    return runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the fits of ``argv`` (one, or several separated by ``--then``) in this process."""
+    runs = [parse(chunk) for chunk in split_runs(sys.argv[1:] if argv is None else list(argv))]
     if len({run.strategy == "single" for run in runs}) > 1:
         raise SystemExit("one launch cannot mix --strategy single with multi-rank fits")
     rank = [0]

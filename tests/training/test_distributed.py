@@ -6,7 +6,8 @@ be); the one-device references run the same script's ``main`` in the test's proc
 launches serve every test (module-scoped fixtures): one DDP and one FSDP2 launch, each running
 its scenarios one after the other in the same two processes (``--then``), each scenario a fit of
 its own, seeded afresh, with its own out folder, taking the same steps as in a launch of its
-own (checked while merging them: identical results)."""
+own (checked while merging them: each FSDP2 scenario's rank files were identical to those
+of its own launch)."""
 
 import json
 import os
@@ -54,10 +55,10 @@ def fit(tmp_path, name, *args):
 def launch(tmp_path, strategy):
     """One 2-rank launch of the script running ``SCENARIOS[strategy]``; it must exit with 0,
     FSDP2 included (see ``FSDP2Strategy``). Each scenario's results, and the folder."""
-    args = []
-    for name, scenario in SCENARIOS[strategy].items():
-        args += [*(["--then"] if args else []), "--strategy", strategy,
-                 "--out", str(tmp_path / name), *map(str, scenario)]  # fmt: skip
+    args = distributed_fit.join_runs(
+        [["--strategy", strategy, "--out", tmp_path / name, *scenario]
+         for name, scenario in SCENARIOS[strategy].items()]
+    )  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
     proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
                           env=env, timeout=600)  # fmt: skip
