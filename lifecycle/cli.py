@@ -50,7 +50,11 @@ import os
 # would retry the Hugging Face hub for 48 s before failing on a model name. Set here, before
 # Lightning is imported: it imports torchmetrics, which imports transformers, and
 # huggingface_hub reads HF_HUB_OFFLINE once, on import.
-OFFLINE_ENVIRONMENT = {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+OFFLINE_ENVIRONMENT = {
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",  # `--tracking mlflow` sends no usage data
+}
 for _name, _value in OFFLINE_ENVIRONMENT.items():
     os.environ.setdefault(_name, _value)
 
@@ -81,6 +85,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 from lifecycle.data.cleaning.stage import CleaningResult, DataCleaner  # noqa: E402
 from lifecycle.errors import ConfigError, MissingFileError, UserError  # noqa: E402
 from lifecycle.evaluation.report import EvaluationReport, PredictionWriter, run_dir  # noqa: E402
+from lifecycle.pipeline.lineage import LineageCallback  # noqa: E402
+from lifecycle.pipeline.tracking import stage_loggers  # noqa: E402
 from lifecycle.training.fault_tolerance import ResumableCheckpoint, ResumedCSVLogger  # noqa: E402
 
 
@@ -465,6 +471,12 @@ class LifecycleCLI(LightningCLI):
             help="Name of the run folder under trainer.default_root_dir (default: <recipe folder>-<recipe file>).",
         )
         parser.add_argument(
+            "--run_version",
+            type=int | None,
+            default=None,
+            help="The N of the run folder <default_root_dir>/<run_name>/version_N (default: the next free one; with --ckpt_path last, the newest with a checkpoint). `lifecycle run` gives each stage its own.",
+        )
+        parser.add_argument(
             "--test_after_fit",
             type=bool,
             default=False,
@@ -491,6 +503,9 @@ class LifecycleCLI(LightningCLI):
         config = self.config.get(subcommand, {}) if subcommand else {}
         if subcommand != "fit" or config.get("ckpt_path") != "last":
             return None
+        if config.get("run_version") is not None:
+            folder = Path(root, name, f"version_{config['run_version']}")
+            return config["run_version"] if any(folder.glob("checkpoints/*.ckpt")) else None
         versions = [
             int(p.name.split("_", 1)[1])
             for p in Path(root, name).glob("version_*")
@@ -597,6 +612,8 @@ class LifecycleCLI(LightningCLI):
             callbacks.append(PredictionWriter())
         if not has(FailedRunMarker):
             callbacks.append(FailedRunMarker())
+        if not has(LineageCallback):
+            callbacks.append(LineageCallback())
         if trainer_config.get("enable_model_summary", True) is not False and not has(ModelSummary):
             callbacks.append(MeasuredModelSummary())
             # ours replaces Lightning's default (which would log that it skips adding one)
@@ -607,8 +624,11 @@ class LifecycleCLI(LightningCLI):
             resumed = self._resumed_version(root, name, self.subcommand)
             # a resumed run appends to its own log (Lightning's CSVLogger would delete it)
             logger_class = CSVLogger if resumed is None else ResumedCSVLogger
-            csv_logger = logger_class(save_dir=root, name=name, version=resumed)
-            loggers = [csv_logger]
+            version = (
+                resumed if resumed is not None else self._section(self.config).get("run_version")
+            )
+            csv_logger = logger_class(save_dir=root, name=name, version=version)
+            loggers = [csv_logger, *stage_loggers()]
             if _tensorboard_available():
                 loggers.append(
                     TensorBoardLogger(
@@ -768,19 +788,48 @@ def main(args: list[str] | None = None) -> None:
     args = sys.argv[1:] if args is None else list(args)
     debug = "--debug" in args or os.environ.get("LIFECYCLE_DEBUG", "").lower() in ("1", "true")
     args = [a for a in args if a != "--debug"]
+    if args[:1] in (["run"], ["lineage"]):
+        return _pipeline_command(args[0], args[1:], debug)
     if args[:1] == ["augment"]:
         args = ["augment", *_without_preview(args[1:])]
     subcommand = args[0] if args[:1] and args[0] in LifecycleCLI.subcommands() else None
-    prog = f"lifecycle {subcommand}" if subcommand else "lifecycle"
+    _reporting_user_errors(f"lifecycle {subcommand}" if subcommand else "lifecycle", debug,
+                           lambda: _cli(args))  # fmt: skip
+
+
+def _reporting_user_errors(prog: str, debug: bool, command) -> None:
+    """Run ``command()`` with a quiet start-up; a user's mistake ends it with ``<prog>: error:
+    <message>`` and exit status 2 (its traceback with ``debug``); a non-zero status it returns
+    is the exit status."""
     try:
         with quiet_startup():
-            _cli(args)
+            status = command()
     except Exception as exception:
         message = user_error_message(exception)
         if message is None or debug:
             raise
         print(f"{prog}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    if isinstance(status, int) and status:
+        raise SystemExit(status)
+
+
+def _pipeline_command(name: str, args: list[str], debug: bool) -> None:
+    """``lifecycle run`` (:func:`lifecycle.pipeline.runner.run_command`) and ``lifecycle lineage``
+    (:func:`lifecycle.pipeline.lineage.lineage_command`), with the other subcommands' handling of
+    a user's mistake."""
+
+    def command() -> int:
+        if name == "run":
+            from lifecycle.pipeline.runner import StageCommands, run_command
+
+            commands = StageCommands(set(LifecycleCLI.subcommands()), _cli, describe_error)
+            return run_command(args, commands)
+        from lifecycle.pipeline.lineage import lineage_command
+
+        return lineage_command(args)
+
+    _reporting_user_errors(f"lifecycle {name}", debug, command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -318,12 +318,16 @@ class StageOutput:
         description: what it holds.
         written_by: the subcommand after which it exists: ``fit``, ``test``, ``predict``
             or ``clean``.
+        kind: what it is, for a pipeline to check that an input fits the field it fills
+            (see :mod:`lifecycle.pipeline.spec`): ``checkpoint``, ``backbone``, ``manifest``,
+            or ``file`` (anything else).
     """
 
     name: str
     path: str
     description: str
     written_by: str = "fit"
+    kind: str = "file"
 
 
 def outputs_of(stage_or_class: Any) -> dict[str, StageOutput]:
@@ -356,10 +360,16 @@ RUN_OUTPUTS = _outputs(
     StageOutput("config", "config.yaml", "the resolved configuration of the run"),
     StageOutput("log", "metrics.csv", "every logged metric by step and epoch (CSVLogger)"),
     StageOutput(
-        "checkpoint", "checkpoints/last.ckpt", "the weights and state at the last epoch's end"
+        "checkpoint",
+        "checkpoints/last.ckpt",
+        "the weights and state at the last epoch's end",
+        kind="checkpoint",
     ),
     StageOutput(
-        "best_checkpoint", "checkpoints/best-*.ckpt", "the checkpoint with the lowest val/loss"
+        "best_checkpoint",
+        "checkpoints/best-*.ckpt",
+        "the checkpoint with the lowest val/loss",
+        kind="checkpoint",
     ),
 )
 # what ``lifecycle test`` / ``predict`` add for a stage that evaluates (classification, ...)
@@ -373,6 +383,7 @@ PRETRAINED_OUTPUTS = _outputs(
         "backbone",
         "pretrained/",
         "the pretrained backbone folder that lifecycle.artifacts.load_backbone reads",
+        kind="backbone",
     ),
     StageOutput(
         "backbone_manifest",
@@ -382,7 +393,9 @@ PRETRAINED_OUTPUTS = _outputs(
 )
 # what ``lifecycle clean`` writes into its output folder (lifecycle.data.cleaning.stage)
 CLEANING_OUTPUTS = _outputs(
-    StageOutput("manifest", "manifest.csv", "the kept records, for `cleaned_manifest`", "clean"),
+    StageOutput(
+        "manifest", "manifest.csv", "the kept records, for `cleaned_manifest`", "clean", "manifest"
+    ),
     StageOutput("removed", "removed.csv", "every removed or changed record and why", "clean"),
     StageOutput("findings", "findings.csv", "every finding, flags included", "clean"),
     StageOutput("report", "report.md", "the cleaning report (with its plots)", "clean"),

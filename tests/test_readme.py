@@ -33,7 +33,7 @@ def test_the_two_commands_come_first_and_exist_in_the_makefile():
     dry = subprocess.run(
         ["make", "-n", "demo", "test"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
-    assert "lifecycle fit --config recipes/fashion_mnist/classify.yaml" in dry
+    assert "lifecycle run --config recipes/fashion_mnist/lifecycle_quick.yaml" in dry
     assert "-m pytest" in dry
     makefile = (REPO / "Makefile").read_text()
     assert "-c constraints.txt" in makefile and "apt-get install -y -qq $$missing" in makefile

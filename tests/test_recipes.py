@@ -15,7 +15,9 @@ FRAGMENT_DIRS = ("strategies", "precision")
 ALL_YAML = sorted((REPO / "recipes").rglob("*.yaml"))
 # config fragments added to a recipe with a second --config (trainer settings only)
 FRAGMENTS = [p for p in ALL_YAML if p.parent.name in FRAGMENT_DIRS]
-RECIPES = [p for p in ALL_YAML if p not in FRAGMENTS]
+# pipeline recipes (`lifecycle run`): stages, each a stage recipe with overrides and inputs
+PIPELINES = [p for p in ALL_YAML if "stages" in (yaml.safe_load(p.read_text()) or {})]
+RECIPES = [p for p in ALL_YAML if p not in FRAGMENTS and p not in PIPELINES]
 
 
 def test_the_required_recipes_exist():
@@ -111,6 +113,31 @@ def test_recipe_parses_and_instantiates(recipe: Path, tmp_path):
     elif backbone_config:  # language-model recipes build their network from sizes instead
         backbone = backbone_config["class_path"].rsplit(".", 1)[1]
         assert type(cli.model.backbone).__name__ == backbone
+
+
+def test_the_pipeline_recipes_exist():
+    names = {str(p.relative_to(REPO / "recipes")) for p in PIPELINES}
+    assert {
+        "fashion_mnist/lifecycle.yaml",
+        "fashion_mnist/lifecycle_quick.yaml",
+        "tweets/lifecycle.yaml",
+    } <= names
+
+
+@pytest.mark.parametrize("recipe", PIPELINES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
+def test_pipeline_recipe_plans(recipe: Path, tmp_path, monkeypatch, capsys):
+    """Every stage's config resolves with its overrides, and every input names an output of
+    the kind its field takes (the checks of `lifecycle run --dry-run`)."""
+    from lifecycle.cli import main
+
+    monkeypatch.chdir(REPO)
+    main(["run", "--config", str(recipe.relative_to(REPO)), "--dry-run", "--root", str(tmp_path)])
+    out = capsys.readouterr().out
+    stages = yaml.safe_load(recipe.read_text())["stages"]
+    assert "dry run: nothing ran." in out
+    for name in stages:
+        assert name in out
+    assert not any(tmp_path.iterdir()), "a dry run writes nothing"
 
 
 @pytest.mark.parametrize("recipe", ALL_YAML, ids=lambda p: str(p.relative_to(REPO / "recipes")))

@@ -23,7 +23,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import numpy as np
@@ -40,7 +40,7 @@ from lifecycle.data.dedup import kept_record
 from lifecycle.data.splits import stratified_subset
 from lifecycle.data.validation import write_issues
 from lifecycle.errors import ConfigError
-from lifecycle.interfaces import CleanableData
+from lifecycle.interfaces import CLEANING_OUTPUTS, CleanableData, StageOutput
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,9 @@ class DataCleaner:
         seed: seed of the folds, the subset and the fold models.
         show: how many flagged records the report shows (image grids, text tables).
     """
+
+    # what ``lifecycle clean`` writes into its run folder, by name (a pipeline's inputs)
+    outputs: ClassVar[dict[str, StageOutput]] = CLEANING_OUTPUTS
 
     def __init__(
         self,
