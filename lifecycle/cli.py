@@ -384,11 +384,19 @@ class LifecycleTrainer(Trainer):
         for callback in self.callbacks:
             if isinstance(callback, SaveConfigCallback):  # config.yaml, as `fit` writes it
                 callback.setup(self, model, stage="clean")
+        # the run's lineage record (lineage.json), as a training run gets it
+        lineage = [c for c in self.callbacks if isinstance(c, LineageCallback)]
+        for callback in lineage:
+            callback.setup(self, model, stage="clean")
         try:
             result = cleaner.run(datamodule, model, dict(self.fold_trainer_kwargs or {}), out)
         except BaseException as exception:
             write_failed(out, exception)
+            for callback in lineage:
+                callback.on_exception(self, model, exception)
             raise
+        for callback in lineage:
+            callback.teardown(self, model, stage="clean")
         print(f"wrote {out}")
         return result
 

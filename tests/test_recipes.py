@@ -219,3 +219,22 @@ def test_strategy_and_precision_presets_combine_with_a_recipe(fragment: Path, tm
         assert cli.trainer.num_devices == int(devices)
     if precision:
         assert cli.trainer.precision == precision
+
+
+def test_a_teacher_checkpoint_with_a_tokenizer_named_in_its_datamodule_hyperparameters_loads(
+    tmp_path,
+):
+    """A text DataModule given a tokenizer by name (``tokenizer: all-MiniLM-L6-v2``) saves that
+    name in ``datamodule_hyper_parameters`` beside its state's tokenizer files: the teacher takes
+    the files (the tweets lifecycle's distillation stage failed on the name)."""
+    from lifecycle.data.tokenization import tokenizer_state, train_tokenizer
+    from lifecycle.stages.distillation import load_teacher
+
+    tokenizer = train_tokenizer(["a tweet", "another tweet"] * 20, vocab_size=300)
+    path = teacher_checkpoint(
+        tmp_path, "recipes/digits/classify.yaml",
+        datamodule_hyper_parameters={"tokenizer": "all-MiniLM-L6-v2", "batch_size": 32},
+        TextClassificationDataModule={"tokenizer": tokenizer_state(tokenizer)},
+    )  # fmt: skip
+    teacher = load_teacher(path)
+    assert teacher.tokenizer.get_vocab() == tokenizer.get_vocab()

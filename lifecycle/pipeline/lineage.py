@@ -29,6 +29,7 @@ model and draws it (:func:`lineage_tree`, :func:`draw_lineage`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import functools
@@ -468,7 +469,7 @@ def headline(metrics: dict[str, float] | None) -> str | None:
 
 
 def _format_number(value: Any) -> str:
-    if isinstance(value, int | float) and float(value).is_integer() and abs(value) >= 1:
+    if isinstance(value, int | float) and float(value).is_integer():
         return str(int(value))
     return f"{value:.4f}" if isinstance(value, int | float) else str(value)
 
@@ -774,6 +775,10 @@ def _relocate(recorded: str, anchor_recorded: str | None, anchor_found: Path | N
     return candidate if candidate.exists() else path
 
 
+# what a stage's record gains when it ends
+ENDED_FIELDS = ("status", "ended", "seconds", "metrics", "outputs", "error")
+
+
 def _build_graph(target: str | os.PathLike) -> _Graph:
     target = Path(target)
     if not target.exists():
@@ -789,6 +794,14 @@ def _build_graph(target: str | os.PathLike) -> _Graph:
                 )
             else:
                 folder = target.parent
+        live = folder / LINEAGE_FILE
+        if target.suffix == ".ckpt" and live.is_file():
+            # the checkpoint holds the record as it was when saved (still running): its stage's
+            # own record, when it is the same run, tells how it ended
+            with contextlib.suppress(ValueError, OSError):
+                ended = json.loads(live.read_text())
+                if ended.get("fingerprint", "") == record.get("fingerprint", ""):
+                    record = {**record, **{k: ended[k] for k in ENDED_FIELDS if k in ended}}
         start.append((record.get("stage") or folder.parent.name, record, folder))
         title = f"lineage of {target}"
         picture = (

@@ -559,6 +559,10 @@ def _finish_outputs(plan: StagePlan, needed: set[str]) -> dict:
     return found
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.4f}"
+
+
 def _headline(metrics: dict) -> tuple[str, float] | None:
     if not metrics:
         return None
@@ -804,7 +808,7 @@ def print_summary(plans: list[StagePlan], seconds: float) -> None:
             plan.name,
             done.get(plan.action, plan.action),
             f"{minutes / 60:.1f}" if minutes is not None else "-",
-            f"{headline[0]} {headline[1]:.4f}" if headline else "-",
+            f"{headline[0]} {_number(headline[1])}" if headline else "-",
             f"{params:,}" if params else "-",
             str(plan.folder),
         )

@@ -18,6 +18,7 @@ def test_a_tracked_pipeline_reads_back_from_mlflow(tmp_path):
 
     stages = tiny_stages()
     del stages["distill"]
+    stages["train"]["overrides"]["trainer.log_every_n_steps"] = 1  # per-step metrics to see
     root = tmp_path / "run"
     recipe = write_pipeline(tmp_path / "pipeline.yaml", root, stages, registered_model="digits-cnn")
     first = run_pipeline(recipe, "--tracking", "mlflow")

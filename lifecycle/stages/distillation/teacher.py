@@ -104,7 +104,9 @@ def _load_checkpoint_teacher(path: Path) -> nn.Module:
     for state in checkpoint.values():
         if not isinstance(state, dict):
             continue
-        if "tokenizer" in state:
+        # a DataModule's saved state holds its tokenizer's files; its hyperparameters
+        # (`datamodule_hyper_parameters`) may hold a tokenizer's name, which is not that
+        if isinstance(state.get("tokenizer"), dict):
             from lifecycle.data.tokenization import tokenizer_from_state
 
             module.tokenizer = tokenizer_from_state(state["tokenizer"])
