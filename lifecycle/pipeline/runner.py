@@ -356,7 +356,15 @@ def decide(plan: StagePlan, input_hashes: dict[str, str | None], forced: str | N
             plan.reason = f"version_{version} failed ({error.rsplit('.', 1)[-1]}): runs again"
             return
     finished = [r for _, r in records if r.get("status") == "finished"]
-    plan.reason = _why_changed(plan, finished[-1], hashes) if finished else "no earlier run"
+    if not finished:
+        plan.reason = "no earlier run"
+        return
+    # against the finished run closest to this one (the newest among equals), so that with several
+    # settings side by side the reason names what differs from the nearest, not from the last
+    nearest = min(
+        reversed(finished), key=lambda r: len(lineage.diff(r.get("config") or {}, plan.flat))
+    )
+    plan.reason = _why_changed(plan, nearest, hashes)
 
 
 def _input_hashes(plan: StagePlan, plans: dict[str, StagePlan]) -> dict[str, str | None]:
@@ -559,6 +567,21 @@ def _finish_outputs(plan: StagePlan, needed: set[str]) -> dict:
     return found
 
 
+def _earlier_attempts(plan: StagePlan) -> float:
+    """Seconds a resumed stage ran before: a killed attempt wrote none, so from its start to
+    its newest checkpoint."""
+    if plan.action != "resume" or plan.record is None:
+        return 0.0
+    if plan.record.get("seconds") is not None:
+        return float(plan.record["seconds"])
+    checkpoints = sorted(plan.folder.glob("checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
+    try:
+        started = datetime.fromisoformat(plan.record["started"]).timestamp()
+    except (KeyError, ValueError):
+        return 0.0
+    return max(0.0, checkpoints[-1].stat().st_mtime - started) if checkpoints else 0.0
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.4f}"
 
@@ -709,8 +732,7 @@ class PipelineRun:
                 outputs=outputs,
                 metrics=lineage.headline_metrics(plan.folder),
                 ended=_now(),
-                seconds=round(time.time() - began, 2)
-                + float((plan.record or {}).get("seconds") or 0),
+                seconds=round(time.time() - began + _earlier_attempts(plan), 2),
             )
             if self.tracker is not None:
                 self.tracker.end_stage(plan.name, record, plan.folder)
