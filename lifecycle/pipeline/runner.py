@@ -805,7 +805,7 @@ def print_plan(plans: list[StagePlan]) -> None:
 
     table = Table(title="plan", header_style="bold")
     for column in ("stage", "command", "will", "folder", "why"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # long paths wrap, never cut
     for plan in plans:
         table.add_row(plan.name, plan.stage.command, plan.action, str(plan.folder), plan.reason)
     Console(width=160).print(table)
@@ -819,7 +819,7 @@ def print_summary(plans: list[StagePlan], seconds: float) -> None:
 
     table = Table(title=f"lifecycle run: {seconds / 60:.1f} min", header_style="bold")
     for column in ("stage", "", "minutes", "headline metric", "parameters", "output folder"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # long paths wrap, never cut
     for plan in plans:
         record = plan.record or {}
         minutes = getattr(plan, "ran_seconds", None)

@@ -89,9 +89,10 @@ def test_a_pipeline_becomes_a_parent_run_with_a_nested_run_per_stage_and_a_model
     tmp_path, monkeypatch, empty_store
 ):
     mlflow = pytest.importorskip("mlflow")
-    import lightning as L
     import torch
     from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from tests.conftest import quiet_trainer
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(RUN_ID_ENV, raising=False)
@@ -125,18 +126,10 @@ def test_a_pipeline_becomes_a_parent_run_with_a_nested_run_per_stage_and_a_model
 
     loggers = stage_loggers()
     assert [type(lg).__name__ for lg in loggers] == ["MLFlowLogger"]
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=3,
-        limit_val_batches=1,
-        log_every_n_steps=1,
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=2, limit_train_batches=3, limit_val_batches=1, log_every_n_steps=1,
         logger=loggers,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-    )
+    )  # fmt: skip
     trainer.fit(LoggingModel())
     checkpoint = root / "train" / "version_0" / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(checkpoint)
