@@ -306,20 +306,27 @@ def write_record(folder: str | os.PathLike, record: dict) -> Path:
     Returns:
         The path of ``lineage.json``.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(record, indent=2, default=str) + "\n"
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{LINEAGE_FILE}.", suffix=".tmp")
+    return write_json(Path(folder) / LINEAGE_FILE, record)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented JSON to ``path``, atomically (a temporary file in the same
+    folder, synced, then renamed over it): a reader never sees half a file. Creates the folder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temporary, folder / LINEAGE_FILE)
+        os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return folder / LINEAGE_FILE
+    return path
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any]:

@@ -46,7 +46,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +130,10 @@ def _distributed() -> tuple[int, int]:
     return rank, world
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def _recipe_args(stage: Stage) -> list[str]:
+    """``<command> --config <recipe>... --<field>=<override>...``: a stage's own command line."""
+    args = [stage.command, *(a for c in stage.configs for a in ("--config", c))]
+    return args + [_argument(k, v) for k, v in stage.overrides.items()]
 
 
 def _argument(key: str, value: Any) -> str:
@@ -164,18 +166,6 @@ def _records(folder: Path) -> list[tuple[int, dict]]:
     return found
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` at once (a temporary file renamed over it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(temporary, path)
-
-
-def _short(text: str | None) -> str:
-    return (text or "").split(":", 1)[-1][:12]
-
-
 # ------------------------------------------------------------------------------- the plan
 def resolve(commands: StageCommands, name: str, stage: Stage, source: str) -> dict:
     """The stage's config as its command resolves it (``--print_config``), without its inputs.
@@ -186,8 +176,7 @@ def resolve(commands: StageCommands, name: str, stage: Stage, source: str) -> di
     """
     import yaml
 
-    args = [stage.command, *(a for c in stage.configs for a in ("--config", c))]
-    args += [_argument(k, v) for k, v in stage.overrides.items()]
+    args = _recipe_args(stage)
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -295,8 +284,8 @@ def _why_changed(plan: StagePlan, record: dict, input_hashes: dict[str, str]) ->
     old_code = (record.get("code") or {}).get("source_hash")
     if old_code != lineage.code_version().get("source_hash"):
         reasons.append(
-            f"code changed (lifecycle source {_short(old_code)} -> "
-            f"{_short(lineage.code_version().get('source_hash'))})"
+            f"code changed (lifecycle source {lineage.short_hash(old_code)} -> "
+            f"{lineage.short_hash(lineage.code_version().get('source_hash'))})"
         )
     changes = lineage.diff(record.get("config") or {}, plan.flat)
     if changes:
@@ -430,17 +419,12 @@ class RunOptions:
 
 def stage_args(plan: StagePlan) -> list[str]:
     """The command line of a stage's run (without ``lifecycle``)."""
-    stage = plan.stage
-    args = [stage.command, *(a for c in stage.configs for a in ("--config", c))]
-    args += [_argument(k, v) for k, v in stage.overrides.items()]
-    for target, (_ref, _output, argument) in plan.inputs.items():
-        path = plan.input_paths[target]
-        value = (
-            {"class_path": "lifecycle.artifacts.load_backbone", "init_args": {"path": path}}
-            if argument == target and isinstance(_lookup(plan.config, target), dict)
-            else path
-        )
-        args.append(_argument(argument, value))
+    args = _recipe_args(plan.stage)
+    for target, (ref, output, _) in plan.inputs.items():
+        # the field and value the plan checked, now with the real path
+        args.append(_argument(*input_argument(
+            plan.name, target, ref, output, plan.config, plan.input_paths[target]
+        )))  # fmt: skip
     args += [
         f"--trainer.default_root_dir={plan.root}",
         f"--run_name={plan.name}",
@@ -449,13 +433,6 @@ def stage_args(plan: StagePlan) -> list[str]:
     if plan.action == "resume":
         args.append("--ckpt_path=last")
     return args
-
-
-def _lookup(config: dict, dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -542,7 +519,7 @@ def _base_record(plan: StagePlan, pipeline_info: dict, input_hashes: dict[str, s
         "code": lineage.code_version(),
         "versions": lineage.library_versions(),
         "inputs": inputs,
-        "started": _now(),
+        "started": lineage.now(),
         "launch": plan.launch,
         "resumed_from": None,
         "attempts": 1,
@@ -582,21 +559,6 @@ def _earlier_attempts(plan: StagePlan) -> float:
     return max(0.0, checkpoints[-1].stat().st_mtime - started) if checkpoints else 0.0
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.4f}"
-
-
-def _headline(metrics: dict) -> tuple[str, float] | None:
-    if not metrics:
-        return None
-    for prefix in ("test/acc", "test/", "val/acc", "val/top1", "val/", "kept"):
-        for key in metrics:
-            if key.startswith(prefix):
-                return key, metrics[key]
-    key = next(iter(metrics))
-    return key, metrics[key]
-
-
 class PipelineRun:
     """One ``lifecycle run``: the plan made, the stages run, the records written."""
 
@@ -628,7 +590,7 @@ class PipelineRun:
             "written": time.time(),
             "stages": {p.name: [p.action, p.version, p.reason] for p in plans},
         }
-        _write_json(self.root / PLAN_FILE, shared)
+        lineage.write_json(self.root / PLAN_FILE, shared)
 
     def _follow_plan(self) -> list[StagePlan]:
         plans = build_plans(self.pipeline, self.commands, self.source, self.root)
@@ -731,7 +693,7 @@ class PipelineRun:
                 status="finished",
                 outputs=outputs,
                 metrics=lineage.headline_metrics(plan.folder),
-                ended=_now(),
+                ended=lineage.now(),
                 seconds=round(time.time() - began + _earlier_attempts(plan), 2),
             )
             if self.tracker is not None:
@@ -750,7 +712,7 @@ class PipelineRun:
             plan.folder,
             status="failed",
             error={"type": kind, "message": message},
-            ended=_now(),
+            ended=lineage.now(),
             seconds=round(time.time() - began, 2),
         )
         if self.tracker is not None:
@@ -823,14 +785,14 @@ def print_summary(plans: list[StagePlan], seconds: float) -> None:
     for plan in plans:
         record = plan.record or {}
         minutes = getattr(plan, "ran_seconds", None)
-        headline = _headline(record.get("metrics") or {})
+        headline = lineage.headline(record.get("metrics"))
         params = (record.get("model") or {}).get("parameters")
         done = {"run": "ran", "resume": "resumed", "cached": "cached", "skip": "skipped"}
         table.add_row(
             plan.name,
             done.get(plan.action, plan.action),
             f"{minutes / 60:.1f}" if minutes is not None else "-",
-            f"{headline[0]} {_number(headline[1])}" if headline else "-",
+            headline or "-",
             f"{params:,}" if params else "-",
             str(plan.folder),
         )
@@ -838,14 +800,14 @@ def print_summary(plans: list[StagePlan], seconds: float) -> None:
 
 
 def _write_pipeline(root: Path, source: str, plans: list[StagePlan], status: str, began: str):
-    _write_json(
+    lineage.write_json(
         root / PIPELINE_FILE,
         {
             "format": "lifecycle.pipeline",
             "recipe": source,
             "status": status,
             "started": began,
-            "ended": _now(),
+            "ended": lineage.now(),
             "order": [p.name for p in plans],
             "stages": {
                 p.name: {
@@ -945,7 +907,7 @@ def run_command(args: list[str], commands: StageCommands) -> int:
         options.tracking = pipeline.tracking
     options.tracking_uri = options.tracking_uri or pipeline.tracking_uri
     run = PipelineRun(pipeline, source, root, options, commands)
-    began, start = _now(), time.time()
+    began, start = lineage.now(), time.time()
     lock = _lock(root) if run.rank == 0 and not options.dry_run else contextlib.nullcontext()
     with lock:
         plans = run.plan()
