@@ -66,6 +66,7 @@ from lifecycle.pipeline.spec import (
     load_pipeline,
     parse_ref,
 )
+from lifecycle.pipeline.tracking import kept_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +168,20 @@ def _records(folder: Path) -> list[tuple[int, dict]]:
 
 
 # ------------------------------------------------------------------------------- the plan
-def resolve(commands: StageCommands, name: str, stage: Stage, source: str) -> dict:
-    """The stage's config as its command resolves it (``--print_config``), without its inputs.
+class ConfigRefused(Exception):
+    """The command's parser refused a command line; the message is the parser's own."""
+
+
+def print_config(commands: StageCommands, args: list[str]) -> dict:
+    """``lifecycle ARGS --print_config`` in this process: the config ``ARGS`` resolve to, nothing
+    built or run.
 
     Raises:
-        ConfigError: the command's parser refused it (a misspelt override, a bad value),
-            with its message and the stage named.
+        ConfigRefused: the parser refused it (a misspelt field, a bad value), with its message.
+        ConfigError: a class the config names failed to import, with its message.
     """
     import yaml
 
-    args = _recipe_args(stage)
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -186,15 +191,30 @@ def resolve(commands: StageCommands, name: str, stage: Stage, source: str) -> di
             return yaml.safe_load(out.getvalue()) or {}
         message = err.getvalue().strip()
         message = message.split("error: ", 1)[-1] if "error: " in message else message
-        raise ConfigError(
-            f"{source}: stage `{name}` (`lifecycle {stage.command}` on "
-            f"{', '.join(stage.configs)}): {message}\nFix: correct the stage's `overrides` or "
-            "its recipe."
-        ) from None
+        raise ConfigRefused(message) from None
     except Exception as error:  # noqa: BLE001 - a class the config names failed to import
         _, message, _ = commands.describe(error)
-        raise ConfigError(f"{source}: stage `{name}`: {message}") from None
-    raise ConfigError(f"{source}: stage `{name}`: its command printed no config.")
+        raise ConfigError(message) from None
+    raise ConfigRefused("the command printed no config.")
+
+
+def resolve(commands: StageCommands, name: str, stage: Stage, source: str) -> dict:
+    """The stage's config as its command resolves it (``--print_config``), without its inputs.
+
+    Raises:
+        ConfigError: the command's parser refused it (a misspelt override, a bad value),
+            with its message and the stage named.
+    """
+    try:
+        return print_config(commands, _recipe_args(stage))
+    except ConfigRefused as refused:
+        raise ConfigError(
+            f"{source}: stage `{name}` (`lifecycle {stage.command}` on "
+            f"{', '.join(stage.configs)}): {refused}\nFix: correct the stage's `overrides` or "
+            "its recipe."
+        ) from None
+    except ConfigError as error:
+        raise ConfigError(f"{source}: stage `{name}`: {error}") from None
 
 
 def _launch(stage: Stage, config: dict) -> str:
@@ -435,7 +455,9 @@ def stage_args(plan: StagePlan) -> list[str]:
     return args
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """A child process's ``preexec_fn``: the kernel kills it when its parent dies (Linux), so a
+    killed runner leaves no stage running on."""
     with contextlib.suppress(Exception):
         import ctypes
         import signal
@@ -444,7 +466,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str]):
+def scoped_environment(values: dict[str, str]):
+    """``os.environ`` with ``values`` set while the block runs, as it was afterwards."""
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -468,7 +491,7 @@ def _run_stage(plan: StagePlan, commands: StageCommands, env: dict[str, str]) ->
     # the runner made the run folder (its lineage.json): Lightning's CSVLogger warns of any
     # folder it finds not empty, though it replaces only its own metrics.csv
     if plan.launch == "inprocess":
-        with _environment(env), warnings.catch_warnings():
+        with scoped_environment(env), kept_tracking_uri(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=f"{_OWN_FOLDER_WARNING}.*")
             commands.run(args)
         return
@@ -477,7 +500,7 @@ def _run_stage(plan: StagePlan, commands: StageCommands, env: dict[str, str]) ->
         w for w in (os.environ.get("PYTHONWARNINGS"), f"ignore:{_OWN_FOLDER_WARNING}") if w
     )
     done = subprocess.run(
-        [sys.executable, "-m", "lifecycle", *args], env=child_env, preexec_fn=_die_with_parent
+        [sys.executable, "-m", "lifecycle", *args], env=child_env, preexec_fn=die_with_parent
     )
     if done.returncode != 0:
         failed = plan.folder / "FAILED"

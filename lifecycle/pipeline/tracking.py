@@ -23,11 +23,13 @@ only the runner (rank 0) uses the tracker, and ``MLFlowLogger`` logs from rank 0
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,29 @@ def stage_loggers() -> list:
             f"MLflow run lives. Fix: set both (lifecycle run does) or unset {RUN_ID_ENV}."
         )
     return [MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)]
+
+
+@contextlib.contextmanager
+def kept_tracking_uri() -> Iterator[None]:
+    """Undo, on exit, what a stage run in this process did to MLflow's global tracking URI.
+
+    Lightning's ``MLFlowLogger`` calls ``mlflow.set_tracking_uri``, which also sets
+    ``MLFLOW_TRACKING_URI`` in ``os.environ`` "so that subprocesses inherit it". After a tracked
+    stage ran in-process, the next pipeline of the same process (a notebook's, a test's) would
+    then send its runs to the first one's store. The variable and MLflow's global URI are put
+    back as they were (unset when they were unset)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        yield
+    finally:
+        if os.environ.get("MLFLOW_TRACKING_URI") != before:
+            mlflow = sys.modules.get("mlflow")
+            if mlflow is not None:
+                mlflow.set_tracking_uri(before)  # None: MLflow's default, the variable unset
+            if before is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def mlflow_key(key: Any) -> str:

@@ -17,6 +17,7 @@ from lifecycle.pipeline.tracking import (
     RUN_ID_ENV,
     TRACKING_URI_ENV,
     MlflowTracker,
+    kept_tracking_uri,
     mlflow_key,
     stage_loggers,
 )
@@ -130,7 +131,12 @@ def test_a_pipeline_becomes_a_parent_run_with_a_nested_run_per_stage_and_a_model
         tmp_path, max_epochs=2, limit_train_batches=3, limit_val_batches=1, log_every_n_steps=1,
         logger=loggers,
     )  # fmt: skip
-    trainer.fit(LoggingModel())
+    with kept_tracking_uri():  # as the runner runs an in-process stage
+        trainer.fit(LoggingModel())
+        assert os.environ["MLFLOW_TRACKING_URI"] == tracker.tracking_uri  # MLFlowLogger set it
+    # ... and the next pipeline of this process does not inherit the store
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert mlflow.get_tracking_uri() != tracker.tracking_uri
     checkpoint = root / "train" / "version_0" / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(checkpoint)
     train_record = {
