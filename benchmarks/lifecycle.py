@@ -74,6 +74,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_result  # noqa: E402
+from common import snapshot_code as common_snapshot  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CODE_FOLDERS = ("lifecycle", "recipes")  # what the snapshot the pipelines run from holds
@@ -249,16 +250,8 @@ def scratch_pipeline(mode: dict, seed: int, lr: float, root: Path) -> dict:
 
 # ------------------------------------------------------------------------------ running
 def snapshot_code() -> Path:
-    """A copy of ``lifecycle/`` and ``recipes/`` in a new temporary folder outside the checkout,
-    for ``python -m lifecycle`` to import (the current folder comes first on ``sys.path``) and
-    for the stage recipes' relative paths."""
-    import tempfile
-
-    code = Path(tempfile.mkdtemp(prefix="lifecycle-benchmark-code-"))
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in CODE_FOLDERS:
-        shutil.copytree(REPO / name, code / name, ignore=ignore)
-    return code
+    """A copy of ``lifecycle/`` and ``recipes/`` outside the checkout (see ``common``)."""
+    return common_snapshot(REPO, CODE_FOLDERS)
 
 
 class Runner:

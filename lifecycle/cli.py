@@ -88,6 +88,8 @@ from lifecycle.evaluation.report import EvaluationReport, PredictionWriter, run_
 from lifecycle.pipeline.lineage import LineageCallback  # noqa: E402
 from lifecycle.pipeline.tracking import stage_loggers  # noqa: E402
 from lifecycle.training.fault_tolerance import ResumableCheckpoint, ResumedCSVLogger  # noqa: E402
+from lifecycle.tuning.pruning import trial_callbacks  # noqa: E402
+from lifecycle.tuning.stage import SweepStage  # noqa: E402
 
 
 def _tensorboard_available() -> bool:
@@ -342,8 +344,8 @@ class MeasuredModelSummary(RichModelSummary):
 
 # ------------------------------------------------------------------------------- the subcommands
 class LifecycleTrainer(Trainer):
-    """Lightning's :class:`~lightning.pytorch.Trainer` with the toolkit's two commands that are
-    not a training loop, :meth:`clean` and :meth:`augment`; LightningCLI makes each of its
+    """Lightning's :class:`~lightning.pytorch.Trainer` with the toolkit's commands that are not
+    a training loop, :meth:`clean`, :meth:`augment` and :meth:`tune`; LightningCLI makes each of its
     methods named in :meth:`LifecycleCLI.subcommands` a subcommand of ``lifecycle``.
 
     Attributes:
@@ -353,6 +355,7 @@ class LifecycleTrainer(Trainer):
     """
 
     fold_trainer_kwargs: dict | None = None
+    tune_commands: object = None  # lifecycle.pipeline.runner.StageCommands, for tune's trials
 
     def clean(
         self,
@@ -379,26 +382,64 @@ class LifecycleTrainer(Trainer):
             The :class:`~lifecycle.data.cleaning.CleaningResult`.
         """
         cleaner = cleaning if cleaning is not None else DataCleaner()
+        with self._command_run(model, "clean") as out:
+            result = cleaner.run(datamodule, model, dict(self.fold_trainer_kwargs or {}), out)
+        print(f"wrote {out}")
+        return result
+
+    def tune(
+        self, model: LightningModule, datamodule: LightningDataModule, tuning: SweepStage
+    ) -> Path:
+        """Sweep fields of this recipe with Optuna: ``lifecycle tune --config RECIPE --config
+        TUNING.yaml``, the form a pipeline's ``tune`` stage runs (see
+        :mod:`lifecycle.tuning.stage`). Each trial is a ``lifecycle fit`` of the recipe (the one
+        given, with its inputs) under the run folder, which gets ``best.yaml``, ``trials.csv``,
+        ``summary.json`` and the plots, as ``lifecycle tune sweep`` writes them.
+
+        Args:
+            model: the recipe's model, built once to check it; each trial builds its own.
+            datamodule: the recipe's data, likewise.
+            tuning: the search (the recipe's ``tuning:`` section).
+
+        Returns:
+            The run folder.
+
+        Raises:
+            UserError: no trial completed (each one's error is in ``trials.csv``).
+        """
+        from lifecycle.tuning.sweep import sweep_command
+
+        with self._command_run(model, "tune") as out:
+            args = tuning.command_line(out / "config.yaml", out)
+            if sweep_command(args, self.tune_commands) != 0:
+                raise UserError(
+                    f"no trial of the sweep completed; {out / 'trials.csv'} has each one's "
+                    "error. Fix: the recipe, or the ranges in `tuning.init_args.params`."
+                )
+        return out
+
+    @contextlib.contextmanager
+    def _command_run(self, model: LightningModule, stage: str):
+        """A command that is not a training loop, in its run folder (yielded) as ``fit`` has
+        it: ``config.yaml``, the lineage record, and a ``FAILED`` file if it fails."""
         out = run_dir(self)
         out.mkdir(parents=True, exist_ok=True)
         for callback in self.callbacks:
             if isinstance(callback, SaveConfigCallback):  # config.yaml, as `fit` writes it
-                callback.setup(self, model, stage="clean")
+                callback.setup(self, model, stage=stage)
         # the run's lineage record (lineage.json), as a training run gets it
         lineage = [c for c in self.callbacks if isinstance(c, LineageCallback)]
         for callback in lineage:
-            callback.setup(self, model, stage="clean")
+            callback.setup(self, model, stage=stage)
         try:
-            result = cleaner.run(datamodule, model, dict(self.fold_trainer_kwargs or {}), out)
+            yield out
         except BaseException as exception:
             write_failed(out, exception)
             for callback in lineage:
                 callback.on_exception(self, model, exception)
             raise
         for callback in lineage:
-            callback.teardown(self, model, stage="clean")
-        print(f"wrote {out}")
-        return result
+            callback.teardown(self, model, stage=stage)
 
     def augment(
         self,
@@ -469,7 +510,7 @@ class LifecycleCLI(LightningCLI):
         """Lightning's four subcommands, ``clean`` and ``augment`` (methods of
         :class:`LifecycleTrainer`), each with the method arguments the CLI fills itself."""
         built = {"model", "datamodule"}  # the recipe's, built by the CLI
-        return {**LightningCLI.subcommands(), "clean": built, "augment": built}
+        return {**LightningCLI.subcommands(), "clean": built, "augment": built, "tune": built}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -622,6 +663,7 @@ class LifecycleCLI(LightningCLI):
             callbacks.append(FailedRunMarker())
         if not has(LineageCallback):
             callbacks.append(LineageCallback())
+        callbacks.extend(trial_callbacks())  # a sweep's trial: its pruning
         if trainer_config.get("enable_model_summary", True) is not False and not has(ModelSummary):
             callbacks.append(MeasuredModelSummary())
             # ours replaces Lightning's default (which would log that it skips adding one)
@@ -645,6 +687,14 @@ class LifecycleCLI(LightningCLI):
                 )
             kwargs["logger"] = loggers
         return super().instantiate_trainer(**kwargs)
+
+    def before_tune(self) -> None:
+        """Give ``tune`` the command its trials run (``lifecycle fit``, in this process)."""
+        from lifecycle.pipeline.runner import StageCommands
+
+        self.trainer.tune_commands = StageCommands(
+            set(LifecycleCLI.subcommands()), _cli, describe_error
+        )
 
     def before_clean(self) -> None:
         """Give ``clean``'s K-fold Trainers the recipe's ``trainer`` section."""
@@ -798,6 +848,10 @@ def main(args: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     if args[:1] in (["run"], ["lineage"]):
         return _pipeline_command(args[0], args[1:], debug)
+    if args[:1] == ["tune"] and not (args[1:2] and args[1].startswith("--")):
+        action = args[1] if len(args) > 1 and not args[1].startswith("-") else ""
+        return _reporting_user_errors(f"lifecycle tune {action}".strip(), debug,
+                                      lambda: _tune_command(args[1:]))  # fmt: skip
     if args[:1] == ["augment"]:
         args = ["augment", *_without_preview(args[1:])]
     subcommand = args[0] if args[:1] and args[0] in LifecycleCLI.subcommands() else None
@@ -838,6 +892,19 @@ def _pipeline_command(name: str, args: list[str], debug: bool) -> None:
         return lineage_command(args)
 
     _reporting_user_errors(f"lifecycle {name}", debug, command)
+
+
+def _tune_command(args: list[str]) -> int:
+    """``lifecycle tune lr|batch-size|sweep`` (:func:`lifecycle.tuning.command.tune_command`),
+    given the commands it runs: ``fit`` for each trial, the recipe built but not run for the
+    finders."""
+    from lifecycle.pipeline.runner import StageCommands
+    from lifecycle.tuning.command import tune_command
+    from lifecycle.tuning.finders import TuneCommands
+
+    stage = StageCommands(set(LifecycleCLI.subcommands()), _cli, describe_error)
+    finders = TuneCommands(lambda a: recipe_cli(LifecycleCLI, a), fold_trainer_kwargs)
+    return tune_command(args, stage, finders)
 
 
 if __name__ == "__main__":  # pragma: no cover

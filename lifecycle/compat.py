@@ -182,3 +182,11 @@ def plain_fast_tokenizer_backend(tokenizer):
     ):
         return None
     return backend
+
+
+def optuna_trial_id(trial) -> int:
+    """The storage id of an Optuna trial (a ``Trial`` or ``FrozenTrial``): what
+    ``optuna.trial.Trial(study, trial_id)`` takes to rebuild the trial in another process (a
+    sweep's trial run as its own ``lifecycle fit``, each rank of a DDP trial). Private:
+    ``_trial_id``, the only place Optuna exposes it; checked on optuna 5.1.0."""
+    return trial._trial_id

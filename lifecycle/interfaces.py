@@ -316,11 +316,12 @@ class StageOutput:
         path: where it is, relative to the run folder (``runs/<run>/version_N``); a folder
             ends with ``/``; ``*`` stands for a part decided at run time (e.g. the epoch).
         description: what it holds.
-        written_by: the subcommand after which it exists: ``fit``, ``test``, ``predict``
-            or ``clean``.
+        written_by: the subcommand after which it exists: ``fit``, ``test``, ``predict``,
+            ``clean`` or ``tune``.
         kind: what it is, for a pipeline to check that an input fits the field it fills
             (see :mod:`lifecycle.pipeline.spec`): ``checkpoint``, ``backbone``, ``manifest``,
-            or ``file`` (anything else).
+            ``config`` (a config file a later stage adds with ``--config``) or ``file``
+            (anything else).
     """
 
     name: str

@@ -101,3 +101,19 @@ def test_lightning_still_leaves_loader_states_pending_and_the_compat_function_lo
     fit(resumed, ckpt_path=tmp_path / "mid.ckpt")
     assert calls == [False, True]  # a fresh run has nothing pending; the resumed one had
     assert resumed == whole[3:]  # and it went on with the 4th batch of the epoch
+
+
+def test_optuna_trial_id_rebuilds_the_same_trial_from_its_storage():
+    optuna = pytest.importorskip("optuna")
+    from lifecycle.compat import optuna_trial_id
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study()
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    asked = study.ask()
+    asked.suggest_float("x", 0, 1)
+    again = optuna.trial.Trial(study, optuna_trial_id(asked))  # as another process rebuilds it
+    again.set_user_attr("seen", True)
+    assert optuna_trial_id(asked) != optuna_trial_id(study.trials[0])
+    assert again.params == asked.params  # the same trial, not a new one
+    assert study.trials[1].user_attrs == {"seen": True} and study.trials[1].number == asked.number

@@ -17,7 +17,11 @@ ALL_YAML = sorted((REPO / "recipes").rglob("*.yaml"))
 FRAGMENTS = [p for p in ALL_YAML if p.parent.name in FRAGMENT_DIRS]
 # pipeline recipes (`lifecycle run`): stages, each a stage recipe with overrides and inputs
 PIPELINES = [p for p in ALL_YAML if "stages" in (yaml.safe_load(p.read_text()) or {})]
-RECIPES = [p for p in ALL_YAML if p not in FRAGMENTS and p not in PIPELINES]
+# sweep files (`lifecycle tune sweep --sweep`: `params:`) and tuning sections added to a recipe
+# (`lifecycle tune --config RECIPE --config TUNING`: `tuning:`)
+SWEEPS = [p for p in ALL_YAML if "params" in (yaml.safe_load(p.read_text()) or {})]
+TUNING = [p for p in ALL_YAML if "tuning" in (yaml.safe_load(p.read_text()) or {})]
+RECIPES = [p for p in ALL_YAML if p not in FRAGMENTS + PIPELINES + SWEEPS + TUNING]
 
 
 def test_the_required_recipes_exist():
@@ -144,7 +148,7 @@ def test_pipeline_recipe_plans(recipe: Path, tmp_path, monkeypatch, capsys):
 def test_recipe_header_gives_its_command(recipe: Path):
     header = [line for line in recipe.read_text().splitlines() if line.startswith("#")]
     rel = recipe.relative_to(REPO)
-    command = rf"lifecycle \w+ (--config \S+ )?--config {re.escape(str(rel))}"
+    command = rf"lifecycle \w+( sweep)? (--config \S+ )?--(config|sweep) {re.escape(str(rel))}"
     assert any(re.search(command, line) for line in header[:4]), header
     assert any(line.startswith("# Needs:") for line in header)
 
@@ -238,3 +242,39 @@ def test_a_teacher_checkpoint_with_a_tokenizer_named_in_its_datamodule_hyperpara
     )  # fmt: skip
     teacher = load_teacher(path)
     assert teacher.tokenizer.get_vocab() == tokenizer.get_vocab()
+
+
+def _header_recipe(path: Path) -> str:
+    return re.search(r"--config (recipes/\S+\.yaml)", path.read_text()).group(1)
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: str(p.relative_to(REPO / "recipes")))
+def test_sweep_file_fits_the_recipe_its_header_names(sweep: Path):
+    """Every parameter (each choice, both ends of each range) parses with the recipe."""
+    pytest.importorskip("optuna")
+    from lifecycle.cli import _cli, describe_error
+    from lifecycle.pipeline.runner import StageCommands, print_config
+    from lifecycle.tuning.space import load_sweep
+    from lifecycle.tuning.sweep import check_fields
+
+    commands = StageCommands(set(LifecycleCLI.subcommands()), _cli, describe_error)
+    recipe = ["--config", _header_recipe(sweep)]
+    parsed = load_sweep(sweep)
+    assert parsed.trials >= 1 and parsed.params
+    parses = check_fields(parsed, commands, recipe, print_config(commands, ["fit", *recipe]))
+    assert parses == 1 + sum(max(len(p.examples()) - 1, 0) for p in parsed.params)
+
+
+@pytest.mark.parametrize("tuning", TUNING, ids=lambda p: str(p.relative_to(REPO / "recipes")))
+def test_tuning_section_parses_with_the_recipe_its_header_names(tuning: Path):
+    from tests.conftest import run_lifecycle
+
+    args = ["tune", "--config", _header_recipe(tuning), "--config", str(tuning), "--print_config"]
+    done = run_lifecycle(args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    section = yaml.safe_load(done.stdout)["tuning"]
+    assert section["class_path"] == "lifecycle.tuning.SweepStage"
+    assert (
+        section["init_args"]["params"]
+        == yaml.safe_load(tuning.read_text())["tuning"]["init_args"]["params"]
+    )

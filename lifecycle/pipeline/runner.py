@@ -60,6 +60,7 @@ from lifecycle.pipeline.spec import (
     ancestors,
     check_graph,
     check_input_names,
+    command_line_argument,
     declared_outputs,
     descendants,
     input_argument,
@@ -134,19 +135,7 @@ def _distributed() -> tuple[int, int]:
 def _recipe_args(stage: Stage) -> list[str]:
     """``<command> --config <recipe>... --<field>=<override>...``: a stage's own command line."""
     args = [stage.command, *(a for c in stage.configs for a in ("--config", c))]
-    return args + [_argument(k, v) for k, v in stage.overrides.items()]
-
-
-def _argument(key: str, value: Any) -> str:
-    if isinstance(value, dict | list):
-        text = json.dumps(value)
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif value is None:
-        text = "null"
-    else:
-        text = str(value)
-    return f"--{key}={text}"
+    return args + [command_line_argument(k, v) for k, v in stage.overrides.items()]
 
 
 def _versions(folder: Path) -> list[int]:
@@ -442,7 +431,7 @@ def stage_args(plan: StagePlan) -> list[str]:
     args = _recipe_args(plan.stage)
     for target, (ref, output, _) in plan.inputs.items():
         # the field and value the plan checked, now with the real path
-        args.append(_argument(*input_argument(
+        args.append(command_line_argument(*input_argument(
             plan.name, target, ref, output, plan.config, plan.input_paths[target]
         )))  # fmt: skip
     args += [
@@ -847,19 +836,26 @@ def _write_pipeline(root: Path, source: str, plans: list[StagePlan], status: str
 
 
 @contextlib.contextmanager
-def _lock(root: Path):
+def exclusive_lock(path: Path, busy: str):
+    """Hold an exclusive lock on ``path`` (made if missing) while the block runs, released
+    however the process ends; ``busy`` is the ConfigError's message when another holds it."""
     import fcntl
 
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / LOCK_FILE, "a+") as handle:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(
-                f"another `lifecycle run` is using {root} now. Fix: wait for it to end, or give "
-                "this run another folder (--root)."
-            ) from None
+            raise ConfigError(busy) from None
         yield
+
+
+def _lock(root: Path):
+    return exclusive_lock(
+        root / LOCK_FILE,
+        f"another `lifecycle run` is using {root} now. Fix: wait for it to end, or give this "
+        "run another folder (--root).",
+    )
 
 
 # ------------------------------------------------------------------------------------ command

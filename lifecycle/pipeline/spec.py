@@ -28,6 +28,10 @@ An input fills its field by what the field holds in the stage's resolved config:
 - a path (a string or ``null``): the path itself; a field named ``ckpt_path`` takes only a
   checkpoint, one whose name holds ``manifest`` only a manifest.
 
+The target ``config`` takes a config file (an output of kind ``config``, e.g. a ``tune`` stage's
+``best``): it is added after the stage's own recipes and overrides, as ``--config FILE``, so its
+values win.
+
 What a stage writes, by name, is what the classes of its config declare as ``outputs``
 (:class:`~lifecycle.interfaces.StageOutput`, e.g. ``ClassificationModule.outputs``,
 ``DataCleaner.outputs``), kept to those the stage's command writes (``written_by``): a new kind
@@ -336,6 +340,22 @@ def ancestors(pipeline: Pipeline, name: str) -> set[str]:
     return found
 
 
+def command_line_argument(key: str, value: Any) -> str:
+    """``--key=value`` as the stage's command line takes a config value (JSON for a mapping
+    or a list, ``true``/``false``, ``null``)."""
+    import json
+
+    if isinstance(value, dict | list):
+        text = json.dumps(value)
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    else:
+        text = str(value)
+    return f"--{key}={text}"
+
+
 # ---------------------------------------------------------------------------- a stage's outputs
 def _import(class_path: str) -> Any:
     import importlib
@@ -417,6 +437,14 @@ def input_argument(
         ConfigError: the field is not in the stage's config (the near ones named), or takes
             another kind of input than ``output`` is.
     """
+    if target == "config":  # a config file to add after the stage's own (e.g. tune.best)
+        if output.kind == "config":
+            return "config", path
+        raise ConfigError(
+            f"stage `{stage}`, input `config: {ref}`: `config` takes a config file to add (an "
+            f"output of kind config, e.g. tune.best); `{ref}` is a {output.kind} "
+            f"({output.path}). Fix: give a config output, or name the field it belongs in."
+        )
     found, value = lookup(config, target)
     if not found:
         near = difflib.get_close_matches(target, _fields(config), n=3, cutoff=0.6)

@@ -84,7 +84,7 @@ MISTAKES = [
         "unknown command",
         lambda s: s["distill"].update(command="fitt"),
         ["stage `distill`: unknown command `fitt`. (did you mean `fit`?)",
-         "Valid: augment, clean, fit, predict, test, validate."],
+         "Valid: augment, clean, fit, predict, test, tune, validate."],
     ),
 ]  # fmt: skip
 
