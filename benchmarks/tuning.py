@@ -6,7 +6,8 @@ On a Fashion-MNIST subset (``--images`` training images, a seeded stratified sub
 by the final tests), the main recipe (``recipes/fashion_mnist/classify.yaml``: the VGG-style CNN,
 OneCycle schedule) trained ``--epochs`` epochs per trial, a sweep of ``--trials`` trials over the
 optimizer (plain SGD, SGD with Nesterov momentum, Adagrad, RMSprop, Adam, AdamW), its learning
-rate (log 1e-4..0.3, also the one-cycle peak) and weight decay (log 1e-6..0.1): the search of
+rate (log 1e-4..0.3, also the one-cycle peak) and weight decay (log 1e-6..0.1), the one-cycle
+schedule's momentum cycling off for all (Adagrad has no momentum): the search of
 ``recipes/fashion_mnist/sweep.yaml``. Per seed (the sampler's seed, ``seed_everything`` and the
 subset's draw):
 

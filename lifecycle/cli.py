@@ -388,7 +388,10 @@ class LifecycleTrainer(Trainer):
         return result
 
     def tune(
-        self, model: LightningModule, datamodule: LightningDataModule, tuning: SweepStage
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        tuning: SweepStage | None = None,
     ) -> Path:
         """Sweep fields of this recipe with Optuna: ``lifecycle tune --config RECIPE --config
         TUNING.yaml``, the form a pipeline's ``tune`` stage runs (see
@@ -399,7 +402,8 @@ class LifecycleTrainer(Trainer):
         Args:
             model: the recipe's model, built once to check it; each trial builds its own.
             datamodule: the recipe's data, likewise.
-            tuning: the search (the recipe's ``tuning:`` section).
+            tuning: the search (the recipe's ``tuning:`` section; required, ``lifecycle tune``
+                refuses a recipe without one before anything runs).
 
         Returns:
             The run folder.
@@ -689,8 +693,20 @@ class LifecycleCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def before_tune(self) -> None:
-        """Give ``tune`` the command its trials run (``lifecycle fit``, in this process)."""
+        """Give ``tune`` the command its trials run (``lifecycle fit``, in this process).
+
+        Raises:
+            ConfigError: the recipe has no ``tuning:`` section.
+        """
         from lifecycle.pipeline.runner import StageCommands
+
+        if self._section(self.config_init).get("tuning") is None:
+            raise ConfigError(
+                "lifecycle tune --config RECIPE needs a `tuning:` section in a config, e.g. "
+                "lifecycle tune --config recipes/digits/classify.yaml --config "
+                "recipes/digits/tune.yaml; or an action: lifecycle tune lr|batch-size|sweep "
+                "--config RECIPE."
+            )
 
         self.trainer.tune_commands = StageCommands(
             set(LifecycleCLI.subcommands()), _cli, describe_error

@@ -146,6 +146,34 @@ def test_a_trial_worse_than_the_median_is_pruned_after_its_first_validation(tmp_
 
 
 @pytest.mark.slow
+def test_a_ddp_trial_on_two_processes_is_pruned_by_rank_0_and_both_ranks_stop(tmp_path):
+    root = tmp_path / "sweep"
+    study = made_study(
+        root, pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    )
+    distribution = optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)
+    for _ in range(2):  # two earlier trials far better at every validation
+        study.add_trial(optuna.trial.create_trial(
+            params={LR: 0.01}, distributions={LR: distribution}, value=0.001,
+            intermediate_values={1: 0.001, 2: 0.001, 3: 0.001},
+        ))  # fmt: skip
+    spec = yaml.safe_load(open(write_sweep(tmp_path / "sweep.yaml", 3)))
+    spec["pruner"] = "median"
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    ddp = ["--config", "recipes/strategies/ddp.yaml", "--trainer.devices=2",
+           "--trainer.accelerator=cpu"]  # fmt: skip
+    root, done = sweep(tmp_path, str(tmp_path / "sweep.yaml"), *ddp)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert "trials subprocess" in done.stdout  # each trial its own `lifecycle fit`, 2 ranks
+    trial = study_of(root).get_trials()[2]
+    assert trial.state.name == "PRUNED" and trial.user_attrs["pruned_at"] == 1
+    folder = root / "trial_0002" / "version_0"
+    assert json.loads((folder / "PRUNED").read_text())["step"] == 1
+    assert len(metric_values(folder)) == 1  # both ranks stopped after the first of 3 epochs
+    assert not (folder / "FAILED").exists()
+
+
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_running_only_the_trials_still_missing(tmp_path):
     root = tmp_path / "sweep"
     study = made_study(root)
@@ -206,3 +234,6 @@ def test_tune_without_an_action_or_a_recipe_names_the_fix():
     assert wrong.returncode == 2 and "got `learning-rate`" in wrong.stderr
     no_recipe = run_lifecycle(["tune", "sweep", "--sweep", "x.yaml"])
     assert no_recipe.returncode == 2 and "--config recipes/" in no_recipe.stderr
+    no_tuning = run_lifecycle(["tune", "--config", "recipes/digits/classify.yaml"])
+    assert no_tuning.returncode == 2 and "needs a `tuning:` section" in no_tuning.stderr
+    assert "Traceback" not in missing.stderr + wrong.stderr + no_tuning.stderr
