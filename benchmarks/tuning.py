@@ -246,7 +246,9 @@ def main() -> None:
         shutil.rmtree(lr_root, ignore_errors=True)
         cmd.run("lr_find", ["tune", "lr", *recipe_args(mode, mode["seeds"][0]), "--root",
                             str(lr_root)])  # fmt: skip
-        suggestion = json.loads((lr_root / "lr.json").read_text())["suggestion"]
+        found = json.loads((lr_root / "lr.json").read_text())
+        suggestion = found["suggestion"]
+        lightning_suggestion = found.get("lightning_suggestion", suggestion)
     finally:
         shutil.rmtree(code, ignore_errors=True)
     seeds = mode["seeds"]
@@ -289,6 +291,7 @@ def main() -> None:
             [per_seed[s]["tuned_test_acc"] - per_seed[s]["default_test_acc"] for s in seeds]
         ),  # fmt: skip
         "lr_find_suggestion": suggestion,
+        "lr_find_lightning_suggestion": lightning_suggestion,
         "sweep_best_adamw_lr": spread(adamw) if adamw else None,
         "optimizers": table,
         "optimizer_plot": str(plot.relative_to(REPO)) if plot.is_relative_to(REPO) else str(plot),

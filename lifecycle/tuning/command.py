@@ -41,6 +41,9 @@ def _parser(action: str) -> argparse.ArgumentParser:
         parser.add_argument("--mode", choices=("exponential", "linear"), default="exponential")
         parser.add_argument("--early_stop_threshold", type=float, default=4.0,
                             help="stop once the loss exceeds this times the best (0: never)")  # fmt: skip
+        parser.add_argument("--rule", choices=("log", "lightning"), default="log",
+                            help="log: the steepest fall per step of the log-spaced sweep; "
+                            "lightning: Lightning's suggestion() (the gradient against the rate)")  # fmt: skip
     else:
         parser.add_argument("--mode", choices=("auto", "memory", "throughput"), default="auto",
                             help="memory: the largest that fits (GPU); throughput: the most "
@@ -85,7 +88,7 @@ def tune_command(args: list[str], stage: StageCommands, finders: TuneCommands) -
     if action == "lr":
         result = find_lr(
             finders, recipe_args, config, root, known.min_lr, known.max_lr, known.num_training,
-            known.mode, known.early_stop_threshold or None,
+            known.mode, known.early_stop_threshold or None, known.rule,
         )  # fmt: skip
         print(f"suggested learning rate: {result['suggestion']:.4g} (searched on "
               f"{result['searched_on']}); wrote {', '.join(result.get('files', []))}")  # fmt: skip

@@ -48,6 +48,10 @@ def test_lr_finder_writes_its_suggestion_as_a_config_the_recipe_takes(tmp_path):
     losses = [x for x in result["losses"] if x is not None]
     at = result["lrs"].index(min(result["lrs"], key=lambda r: abs(r - suggestion)))
     assert result["losses"][at] < max(losses)
+    from lifecycle.tuning.finders import steepest_per_log_step
+
+    assert result["rule"] == "log" and result["lightning_suggestion"] is not None
+    assert suggestion == steepest_per_log_step(result["lrs"], result["losses"])
     assert (root / "lr_find.png").stat().st_size > 10_000
     config = resolved(*RECIPE, "--config", root / "lr.yaml")
     assert nested_value(config, LR) == pytest.approx(suggestion)
@@ -144,3 +148,19 @@ def test_finder_options_out_of_range_are_named():
     bad_rule = run_lifecycle(["tune", "batch-size", *RECIPE, "--scale_lr", "cube"])
     assert bad_rule.returncode == 2 and "invalid choice: 'cube'" in bad_rule.stderr
     assert "Traceback" not in bad_range.stderr + bad_rule.stderr
+
+
+def test_the_log_rule_finds_the_steepest_fall_per_log_step_where_lightnings_favours_low_rates():
+    import numpy as np
+
+    from lifecycle.tuning.finders import steepest_per_log_step
+
+    lrs = np.logspace(-6, 0, 100)
+    # a loss that falls fastest per decade at 1e-3 (a logistic step in log10(lr))
+    losses = 2.3 - 1.5 / (1 + np.exp(-3 * (np.log10(lrs) + 3)))
+    found = steepest_per_log_step(list(lrs), list(losses))
+    assert 7e-4 < found < 1.5e-3
+    # the gradient against the rate itself (Lightning's suggestion()) lands far lower
+    per_rate = lrs[10:-1][np.argmin(np.gradient(losses[10:-1], lrs[10:-1]))]
+    assert per_rate < found / 3
+    assert steepest_per_log_step([1e-3, 1e-2], [1.0, 0.5]) is None  # too few points
