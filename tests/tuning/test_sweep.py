@@ -53,6 +53,24 @@ def made_study(root, direction="minimize", pruner=None):
     )  # fmt: skip
 
 
+def plant_better_trials(tmp_path) -> None:
+    """A study with two finished trials far better at every validation than any the digits
+    reach, and a 3-trial median-pruned sweep file: the sweep's one trial is pruned at once."""
+    study = made_study(
+        tmp_path / "sweep",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    )
+    distribution = optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(
+            params={LR: 0.01}, distributions={LR: distribution}, value=0.001,
+            intermediate_values={1: 0.001, 2: 0.001, 3: 0.001},
+        ))  # fmt: skip
+    spec = yaml.safe_load(open(write_sweep(tmp_path / "sweep.yaml", 3)))
+    spec["pruner"] = "median"
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+
+
 def metric_values(folder, name="val/loss"):
     with open(folder / "metrics.csv", newline="") as handle:
         return [float(r[name]) for r in csv.DictReader(handle) if r.get(name)]
@@ -121,19 +139,7 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_pa
 
 @pytest.mark.slow
 def test_a_trial_worse_than_the_median_is_pruned_after_its_first_validation(tmp_path):
-    root = tmp_path / "sweep"
-    study = made_study(
-        root, pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    )
-    distribution = optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)
-    for _ in range(2):  # two earlier trials far better at every validation
-        study.add_trial(optuna.trial.create_trial(
-            params={LR: 0.01}, distributions={LR: distribution}, value=0.001,
-            intermediate_values={1: 0.001, 2: 0.001, 3: 0.001},
-        ))  # fmt: skip
-    spec = yaml.safe_load(open(write_sweep(tmp_path / "sweep.yaml", 3)))
-    spec["pruner"] = "median"
-    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    plant_better_trials(tmp_path)
     root, done = sweep(tmp_path, str(tmp_path / "sweep.yaml"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     trial = study_of(root).get_trials()[2]
@@ -147,19 +153,7 @@ def test_a_trial_worse_than_the_median_is_pruned_after_its_first_validation(tmp_
 
 @pytest.mark.slow
 def test_a_ddp_trial_on_two_processes_is_pruned_by_rank_0_and_both_ranks_stop(tmp_path):
-    root = tmp_path / "sweep"
-    study = made_study(
-        root, pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    )
-    distribution = optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)
-    for _ in range(2):  # two earlier trials far better at every validation
-        study.add_trial(optuna.trial.create_trial(
-            params={LR: 0.01}, distributions={LR: distribution}, value=0.001,
-            intermediate_values={1: 0.001, 2: 0.001, 3: 0.001},
-        ))  # fmt: skip
-    spec = yaml.safe_load(open(write_sweep(tmp_path / "sweep.yaml", 3)))
-    spec["pruner"] = "median"
-    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    plant_better_trials(tmp_path)
     ddp = ["--config", "recipes/strategies/ddp.yaml", "--trainer.devices=2",
            "--trainer.accelerator=cpu"]  # fmt: skip
     root, done = sweep(tmp_path, str(tmp_path / "sweep.yaml"), *ddp)
