@@ -100,7 +100,7 @@ def test_a_ddp_recipe_is_searched_on_one_device_and_its_two_ranks_train_with_the
     root = tmp_path / "tune"
     ddp = [*RECIPE, "--config", "recipes/strategies/ddp.yaml", "--trainer.devices=2",
            "--trainer.accelerator=cpu"]  # fmt: skip
-    done = run_lifecycle(["tune", "lr", *ddp, "--root", root, "--num_training", "30"])
+    done = run_lifecycle(["tune", "lr", *ddp, "--root", root, "--num_training", "20"])
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((root / "lr.json").read_text())
     assert result["searched_on"] == "one device (the recipe: 2 devices x 1 nodes)"
@@ -128,7 +128,7 @@ def test_under_a_launcher_rank_0_searches_and_the_other_rank_reads_its_result(tm
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999", "OMP_NUM_THREADS": "1"}  # fmt: skip
         return subprocess.Popen(
             [sys.executable, "-m", "lifecycle", "tune", "lr", *RECIPE, "--root", str(root),
-             "--num_training", "30"],
+             "--num_training", "20"],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 

@@ -189,7 +189,13 @@ def test_a_killed_sweep_resumes_running_only_the_trials_still_missing(tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_share_one_sqlite_study_without_losing_or_repeating_a_trial(tmp_path):
-    root, done = sweep(tmp_path, write_sweep(tmp_path / "sweep.yaml", 4), "--workers", "2")
+    root, done = sweep(
+        tmp_path,
+        write_sweep(tmp_path / "sweep.yaml", 4),
+        "--workers",
+        "2",
+        "--trainer.max_epochs=1",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     trials = study_of(root).get_trials()
     assert [t.number for t in trials] == [0, 1, 2, 3]
