@@ -698,8 +698,6 @@ class LifecycleCLI(LightningCLI):
         Raises:
             ConfigError: the recipe has no ``tuning:`` section.
         """
-        from lifecycle.pipeline.runner import StageCommands
-
         if self._section(self.config_init).get("tuning") is None:
             raise ConfigError(
                 "lifecycle tune --config RECIPE needs a `tuning:` section in a config, e.g. "
@@ -708,9 +706,7 @@ class LifecycleCLI(LightningCLI):
                 "--config RECIPE."
             )
 
-        self.trainer.tune_commands = StageCommands(
-            set(LifecycleCLI.subcommands()), _cli, describe_error
-        )
+        self.trainer.tune_commands = stage_commands()
 
     def before_clean(self) -> None:
         """Give ``clean``'s K-fold Trainers the recipe's ``trainer`` section."""
@@ -899,10 +895,9 @@ def _pipeline_command(name: str, args: list[str], debug: bool) -> None:
 
     def command() -> int:
         if name == "run":
-            from lifecycle.pipeline.runner import StageCommands, run_command
+            from lifecycle.pipeline.runner import run_command
 
-            commands = StageCommands(set(LifecycleCLI.subcommands()), _cli, describe_error)
-            return run_command(args, commands)
+            return run_command(args, stage_commands())
         from lifecycle.pipeline.lineage import lineage_command
 
         return lineage_command(args)
@@ -910,17 +905,23 @@ def _pipeline_command(name: str, args: list[str], debug: bool) -> None:
     _reporting_user_errors(f"lifecycle {name}", debug, command)
 
 
+def stage_commands():
+    """The :class:`~lifecycle.pipeline.runner.StageCommands` a pipeline's stages and a sweep's
+    trials run: every subcommand of this CLI, in this process."""
+    from lifecycle.pipeline.runner import StageCommands
+
+    return StageCommands(set(LifecycleCLI.subcommands()), _cli, describe_error)
+
+
 def _tune_command(args: list[str]) -> int:
     """``lifecycle tune lr|batch-size|sweep`` (:func:`lifecycle.tuning.command.tune_command`),
     given the commands it runs: ``fit`` for each trial, the recipe built but not run for the
     finders."""
-    from lifecycle.pipeline.runner import StageCommands
     from lifecycle.tuning.command import tune_command
     from lifecycle.tuning.finders import TuneCommands
 
-    stage = StageCommands(set(LifecycleCLI.subcommands()), _cli, describe_error)
     finders = TuneCommands(lambda a: recipe_cli(LifecycleCLI, a), fold_trainer_kwargs)
-    return tune_command(args, stage, finders)
+    return tune_command(args, stage_commands(), finders)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -252,12 +252,12 @@ def _header_recipe(path: Path) -> str:
 def test_sweep_file_fits_the_recipe_its_header_names(sweep: Path):
     """Every parameter (each choice, both ends of each range) parses with the recipe."""
     pytest.importorskip("optuna")
-    from lifecycle.cli import _cli, describe_error
-    from lifecycle.pipeline.runner import StageCommands, print_config
+    from lifecycle.cli import stage_commands
+    from lifecycle.pipeline.runner import print_config
     from lifecycle.tuning.space import load_sweep
     from lifecycle.tuning.sweep import check_fields
 
-    commands = StageCommands(set(LifecycleCLI.subcommands()), _cli, describe_error)
+    commands = stage_commands()
     recipe = ["--config", _header_recipe(sweep)]
     parsed = load_sweep(sweep)
     assert parsed.trials >= 1 and parsed.params

@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.errors import ConfigError
-from lifecycle.tuning.overrides import write_override_file
+from lifecycle.pipeline.spec import lookup
+from lifecycle.tuning.overrides import short_field, write_override_file
 
 # the variables by which Lightning sees that a launcher started this process as one of several
 LAUNCHER_VARIABLES = (
@@ -102,9 +103,7 @@ def wait_for(path: Path, since: float, seconds: float = WAIT_SECONDS) -> dict:
 
 
 def _section(config: dict, *keys: str) -> dict:
-    node: Any = config
-    for key in keys:
-        node = node.get(key) if isinstance(node, dict) else None
+    _, node = lookup(config, ".".join(keys))
     return node if isinstance(node, dict) else {}
 
 
@@ -253,7 +252,7 @@ def find_lr(
     }
     header = [
         f"The learning-rate range test's suggestion, {suggestion:.4g} ({result['steps']} steps "
-        f"from {min_lr:g} to {max_lr:g}; the recipe had {', '.join(f'{_short(k)} {v}' for k, v in fields.items())}).",
+        f"from {min_lr:g} to {max_lr:g}; the recipe had {', '.join(f'{short_field(k)} {v}' for k, v in fields.items())}).",
         f"Plot: {root / 'lr_find.png'}. Add it to the recipe:",
         f"  lifecycle fit {' '.join(recipe_args)} --config {root / 'lr.yaml'}",
     ]
@@ -280,11 +279,6 @@ def steepest_per_log_step(
     if len(lr) < 3:
         return None
     return float(lr[int(np.argmin(np.gradient(loss, np.log(lr))))])
-
-
-def _short(field: str) -> str:
-    parts = [p for p in field.split(".") if p != "init_args"]
-    return ".".join(parts[-2:])
 
 
 # --------------------------------------------------------------------------------- batch size

@@ -12,6 +12,13 @@ from typing import Any
 from lifecycle.errors import ConfigError
 
 
+def short_field(field: str) -> str:
+    """A field as tables and plots show it: the last two parts, ``init_args`` left out
+    (``model.init_args.optimizer.init_args.lr`` -> ``optimizer.lr``)."""
+    parts = [p for p in field.split(".") if p != "init_args"]
+    return ".".join(parts[-2:]) if len(parts) > 1 else field
+
+
 def nested(values: dict[str, Any]) -> dict:
     """``{"model.init_args.lr": 0.1}`` -> ``{"model": {"init_args": {"lr": 0.1}}}``: dotted
     fields as a config file that ``--config`` adds on top of a recipe."""

@@ -58,7 +58,7 @@ from lifecycle.pipeline.runner import (
     scoped_environment,
 )
 from lifecycle.tuning.finders import several_devices
-from lifecycle.tuning.overrides import write_override_file
+from lifecycle.tuning.overrides import short_field, write_override_file
 from lifecycle.tuning.pruning import PRUNED_FILE, trial_environment
 from lifecycle.tuning.space import Sweep, field_hint, load_sweep
 from lifecycle.tuning.storage import default_storage, open_storage
@@ -469,14 +469,9 @@ def trial_line(run: SweepRun, trial) -> str:
     value = f" {run.metric} {trial.value:.4f}" if trial.value is not None else ""
     seconds = trial.user_attrs.get("seconds")
     took = f" ({seconds:.1f} s)" if seconds is not None else ""
-    params = " ".join(f"{_short(k)}={_show(v)}" for k, v in trial.params.items())
+    params = " ".join(f"{short_field(k)}={_show(v)}" for k, v in trial.params.items())
     error = f" error: {trial.user_attrs['error'][:200]}" if trial.user_attrs.get("error") else ""
     return f"trial {trial.number} [{state}]{value}{took} {params}{error}"
-
-
-def _short(field_name: str) -> str:
-    parts = [p for p in field_name.split(".") if p != "init_args"]
-    return ".".join(parts[-2:]) if len(parts) > 1 else field_name
 
 
 def _show(value: Any) -> str:
@@ -620,7 +615,7 @@ def plot_study(run: SweepRun, study, summary: dict) -> list[Path]:
                 low - 0.1 * (high - low or abs(high) or 1),
                 high + 0.1 * (high - low or abs(high) or 1),
             )
-            ax.set_title(f"best {run.metric} by {_short(field_name)}")
+            ax.set_title(f"best {run.metric} by {short_field(field_name)}")
             for i, n in enumerate(names):
                 ax.annotate(
                     f"{reached[n]:.4f}", (i, reached[n]), ha="center", va="bottom", fontsize=8
@@ -641,7 +636,7 @@ def print_table(run: SweepRun, study) -> None:
 
     names = [p.field for p in run.sweep.params if p.kind != "same_as"]
     table = Table(title=f"sweep {run.study_name}: {run.metric} ({run.direction})", box=box.SQUARE)
-    for column in ("trial", "state", run.metric, "s", *(_short(n) for n in names), "why"):
+    for column in ("trial", "state", run.metric, "s", *(short_field(n) for n in names), "why"):
         table.add_column(column, overflow="fold")
     best = None
     with contextlib.suppress(ValueError):
