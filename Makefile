@@ -49,7 +49,7 @@ demo: setup
 	$(BIN)/lifecycle run --config recipes/fashion_mnist/lifecycle_quick.yaml
 
 test: setup
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --nbmake --nbmake-timeout=600 tests notebooks $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --nbmake --nbmake-timeout=600 notebooks tests $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check lifecycle tests benchmarks recipes

@@ -7,7 +7,7 @@
     direction: maximize        # default: the model's `monitor_mode` (min -> minimize)
     sampler: tpe               # tpe (Optuna's default) | random
     seed: 0                    # the sampler's seed
-    pruner: median             # median | hyperband | none
+    pruner: median             # median | successive_halving | hyperband | none
     params:
       model.init_args.optimizer:                       # a categorical class_path: the optimizer
         choices:
@@ -47,13 +47,14 @@ import importlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from lifecycle.errors import ConfigError, MissingFileError
 from lifecycle.pipeline.spec import command_line_argument
 
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "hyperband", "none")
+PrunerName = Literal["median", "successive_halving", "hyperband", "none"]
+PRUNERS = get_args(PrunerName)
 DIRECTIONS = ("maximize", "minimize")
 TOP_LEVEL = ("trials", "metric", "direction", "sampler", "seed", "pruner", "params")
 RANGE_KEYS = ("type", "low", "high", "log", "step")
@@ -121,7 +122,8 @@ class Sweep:
         direction: ``maximize`` or ``minimize``; ``None``: from the model's ``monitor_mode``.
         sampler: ``tpe`` or ``random``.
         seed: the sampler's seed.
-        pruner: ``median``, ``hyperband`` or ``none``.
+        pruner: ``median``, ``successive_halving``, ``hyperband`` or ``none`` (see
+            :func:`lifecycle.tuning.pruning.build_pruner`).
         source: the file it came from.
     """
 
@@ -131,7 +133,7 @@ class Sweep:
     direction: Literal["maximize", "minimize"] | None = None
     sampler: Literal["tpe", "random"] = "tpe"
     seed: int = 0
-    pruner: Literal["median", "hyperband", "none"] = "median"
+    pruner: PrunerName = "median"
     source: str = "sweep.yaml"
 
     def param(self, name: str) -> Param:

@@ -29,7 +29,7 @@ from typing import ClassVar, Literal
 import yaml
 
 from lifecycle.interfaces import StageOutput
-from lifecycle.tuning.space import parse_sweep
+from lifecycle.tuning.space import PrunerName, parse_sweep
 
 # fields of the resolved config that are the tune stage's, not its trials'
 NOT_FOR_TRIALS = ("tuning", "run_name", "run_version", "config", "ckpt_path", "weights_only")
@@ -45,7 +45,7 @@ class SweepStage:
         direction: ``maximize`` or ``minimize``; default from the metric.
         sampler: ``tpe`` or ``random``.
         seed: the sampler's seed.
-        pruner: ``median``, ``hyperband`` or ``none``.
+        pruner: ``median``, ``successive_halving``, ``hyperband`` or ``none``.
         workers: trial processes on this machine.
         storage: the study's storage URL; default ``sqlite:///<run folder>/study.db``.
         study: the study's name in the storage; default the run folder's name.
@@ -73,7 +73,7 @@ class SweepStage:
         direction: Literal["maximize", "minimize"] | None = None,
         sampler: Literal["tpe", "random"] = "tpe",
         seed: int = 0,
-        pruner: Literal["median", "hyperband", "none"] = "median",
+        pruner: PrunerName = "median",
         workers: int = 1,
         storage: str | None = None,
         study: str | None = None,

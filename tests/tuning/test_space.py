@@ -132,7 +132,8 @@ def test_an_unknown_class_path_names_the_modules_closest_classes():
 def test_top_level_mistakes_are_named():
     with pytest.raises(ConfigError, match=r"unknown key `trails` \(did you mean `trials`\?\)"):
         parse_sweep({"trails": 3, "params": {"a": {"choices": [1]}}})
-    with pytest.raises(ConfigError, match="`pruner: asha` is not one of median, hyperband, none"):
+    refused = "`pruner: asha` is not one of median, successive_halving, hyperband, none"
+    with pytest.raises(ConfigError, match=refused):
         parse_sweep({"pruner": "asha", "params": {"a": {"choices": [1]}}})
     with pytest.raises(ConfigError, match="`trials` must be a positive integer"):
         parse_sweep({"trials": 0, "params": {"a": {"choices": [1]}}})
