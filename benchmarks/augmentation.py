@@ -9,10 +9,15 @@ and what the ``medium`` preset buys on a small Fashion-MNIST training set.
    batch and the start of the next (fetching data), over 150 steps. Also reported for the
    recipe with ``train_transforms: medium`` and 2 workers, where augmentation runs on the same
    2 cores as training.
-3. Accuracy: the recipe's model, schedule and seed on a 5,000-image stratified training subset,
-   ``medium`` preset vs none, tested on the full 10,000-image test set.
+3. Accuracy, under the protocol of benchmarks/README.md: the recipe's model and schedule on a
+   5,000-image stratified training subset (seed 42), ``medium`` preset vs none. Each side gets
+   the same selection budget, per seed: the one-cycle schedule at 30 and at 60 epochs, the
+   one with the better validation accuracy (6,000 images held out of the 60k training images;
+   each run's best checkpoint by val/loss) tested once on the full 10,000-image test set. Seeds
+   0, 1, 2 (``seed_everything``), the side that runs first alternating by seed; the gain is the
+   median of the per-seed differences, with min and max.
 
-Targets: ``data_wait_share`` <= 0.10; ``acc_aug - acc_no_aug`` >= 0.01.
+Targets: ``data_wait_share`` <= 0.10; ``acc_aug - acc_no_aug`` >= 0.01 (median of 3 seeds).
 
 How the current ``medium`` was chosen (same script and seed, this machine). At 30 epochs ``none``
 0.9002, a first ``medium`` (shifts 10%, zoom 10%, rotation 10 degrees, Cutout 20-35%) 0.8907,
@@ -23,9 +28,11 @@ training images) so the test set played no part in the choice: none 0.9145; flip
 rotation or zoom 0.9172; without rotation, Cutout on 80% of images 0.9177. The one without
 rotation (Fashion-MNIST's garments are upright) is the current ``medium``. The recipe already
 regularizes hard (dropout 0.3, label smoothing 0.1, weight decay 0.05), so augmentation only pays
-once training is long enough to overfit without it.
+once training is long enough to overfit without it. (That 60 epochs was then picked after
+test accuracies had been seen; the schedule is now chosen on validation for each side.)
 
-    python benchmarks/augmentation.py [--epochs 60]
+    python benchmarks/augmentation.py                       # about 45 minutes
+    python benchmarks/augmentation.py --seeds 0 --epochs 1 2 --out /tmp/aug.json   # a smoke run
 
 Writes ``benchmarks/results/augmentation.json``.
 """
@@ -33,6 +40,7 @@ Writes ``benchmarks/results/augmentation.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -42,7 +50,7 @@ from pathlib import Path
 import lightning as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import spread, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/fashion_mnist/classify.yaml"
@@ -120,45 +128,111 @@ def data_wait(root: str, *overrides: str) -> float:
     return round(probe.share(), 4)
 
 
-def accuracy(root: str, epochs: int, transforms: str) -> tuple[float, float]:
+def fit_and_validate(root: str, seed: int, epochs: int, transforms: str) -> dict:
     run = cli(root, "--data.init_args.train_subset", "5000", "--trainer.max_epochs", str(epochs),
               "--data.init_args.train_transforms", transforms, "--test_after_fit", "false",
-              "--run_name", f"acc-{transforms}")  # fmt: skip
+              "--seed_everything", str(seed),
+              "--run_name", f"acc-{transforms}-s{seed}-e{epochs}")  # fmt: skip
     start = time.perf_counter()
     run.trainer.fit(run.model, datamodule=run.datamodule)
     seconds = time.perf_counter() - start
-    result = run.trainer.test(run.model, datamodule=run.datamodule, ckpt_path="best", verbose=False)
-    return round(result[0]["test/accuracy"], 4), round(seconds, 1)
+    ckpt = run.trainer.checkpoint_callback.best_model_path
+    val = run.trainer.validate(run.model, datamodule=run.datamodule, ckpt_path=ckpt,
+                               verbose=False)[0]  # fmt: skip
+    return {"side": transforms, "seed": seed, "epochs": epochs,
+            "val_accuracy": round(val["val/accuracy"], 4), "train_seconds": round(seconds, 1),
+            "run": run, "ckpt": ckpt}  # fmt: skip
+
+
+def test_chosen(chosen: dict) -> float:
+    run = chosen["run"]
+    result = run.trainer.test(run.model, datamodule=run.datamodule, ckpt_path=chosen["ckpt"],
+                              verbose=False)[0]  # fmt: skip
+    return round(result["test/accuracy"], 4)
+
+
+def accuracy_comparison(root: str, seeds: list[int], epoch_choices: list[int]) -> dict:
+    """Per seed and side: fit at each epoch count, choose on validation, test the chosen once."""
+    per_seed, selection = {}, []
+    for i, seed in enumerate(seeds):
+        order = ("none", "medium") if i % 2 == 0 else ("medium", "none")
+        per_seed[seed] = {"order": list(order)}
+        for side in order:
+            runs = [fit_and_validate(root, seed, e, side) for e in epoch_choices]
+            chosen = max(runs, key=lambda r: r["val_accuracy"])
+            test = test_chosen(chosen)
+            for r in runs:
+                r.pop("run"), r.pop("ckpt")
+                selection.append(r)
+                print(json.dumps(r), flush=True)
+            per_seed[seed][side] = {"epochs": chosen["epochs"], "val_accuracy": chosen["val_accuracy"],
+                                    "test_accuracy": test, "train_seconds": chosen["train_seconds"]}  # fmt: skip
+    none = [per_seed[s]["none"]["test_accuracy"] for s in seeds]
+    medium = [per_seed[s]["medium"]["test_accuracy"] for s in seeds]
+    gains = [m - n for m, n in zip(medium, none, strict=True)]
+    return {
+        "acc_no_aug": spread(none),
+        "acc_aug": spread(medium),
+        "acc_gain": {**spread(gains), "seeds_favouring_aug": sum(g > 0 for g in gains)},
+        "train_seconds_no_aug": spread([per_seed[s]["none"]["train_seconds"] for s in seeds], 1),
+        "train_seconds_aug": spread([per_seed[s]["medium"]["train_seconds"] for s in seeds], 1),
+        "chosen_epochs": {
+            side: [per_seed[s][side]["epochs"] for s in seeds] for side in ("none", "medium")
+        },  # fmt: skip
+        "per_seed": per_seed,
+        "selection_runs": selection,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", nargs="+", type=int, default=[30, 60],
+                        help="the schedules each side chooses among on validation")  # fmt: skip
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--out", help="write here instead of benchmarks/results/ (smoke runs)")
     args = parser.parse_args()
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
         result = throughput()
         result["data_wait_share"] = data_wait(root)
         result["data_wait_share_medium_2_workers"] = data_wait(
             root, "--data.init_args.train_transforms", "medium", "--data.init_args.num_workers", "2"
         )
-        acc_no_aug, s_no_aug = accuracy(root, args.epochs, "none")
-        acc_aug, s_aug = accuracy(root, args.epochs, "medium")
+        result.update(accuracy_comparison(root, args.seeds, args.epochs))
     result.update(
         {
-            "acc_no_aug": acc_no_aug,
-            "acc_aug": acc_aug,
-            "acc_gain": round(acc_aug - acc_no_aug, 4),
-            "train_seconds_no_aug": s_no_aug,
-            "train_seconds_aug": s_aug,
             "accuracy_setup": f"{RECIPE}, 5,000 training images (stratified, seed 42), "
-            f"{args.epochs} epochs, best val/loss checkpoint, full 10k test set",
-            "targets": {"data_wait_share": "<= 0.10", "acc_gain": ">= 0.01"},
+            f"{' or '.join(map(str, args.epochs))} epochs chosen on validation per side and "
+            "seed, best val/loss checkpoint, full 10k test set",
+            "targets": {"data_wait_share": "<= 0.10", "acc_gain": ">= 0.01 (median)"},
+            "total_seconds": round(time.perf_counter() - began, 1),
+            "protocol": {
+                "seeds": args.seeds,
+                "seed_draws": "seed_everything (initialization, batch order, augmentation "
+                "draws); the 5,000-image subset and the validation split are fixed (seed 42)",
+                "selection": "val: per side and seed, the schedule with the better validation "
+                "accuracy (6,000 held-out training images)",
+                "selection_runs_per_side": len(args.epochs),
+                "selection_space": f"one-cycle schedule length, {args.epochs} epochs (the "
+                "`medium` variant itself was chosen earlier among 5 on validation; see the "
+                "docstring)",
+                "budget": "equal epochs offered to both sides; batch 128; train seconds of "
+                "each chosen run stated",
+                "test_reads": "once per side per seed",
+                "timing": "the side that runs first alternates by seed",
+            },
         }
     )
-    result["meets_target"] = bool(result["data_wait_share"] <= 0.10 and result["acc_gain"] >= 0.01)
-    write_result("augmentation", result)
+    result["meets_target"] = bool(
+        result["data_wait_share"] <= 0.10 and result["acc_gain"]["median"] >= 0.01
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    else:
+        write_result("augmentation", result)
 
 
 if __name__ == "__main__":

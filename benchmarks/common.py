@@ -7,10 +7,14 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# The checkout's package before this folder: Python puts a script's own folder first on
+# sys.path, where benchmarks/lifecycle.py would shadow the `lifecycle` package.
+sys.path.insert(0, str(RESULTS.parents[1]))
 
 
 def machine() -> dict:
@@ -39,6 +43,20 @@ def write_result(name: str, result: dict) -> Path:
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
+
+
+def spread(values: list[float | None], digits: int = 4) -> dict:
+    """Median, min, max and the per-seed values (``None`` values left out), rounded: how every
+    benchmark reports a figure over seeds."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"median": None, "min": None, "max": None, "per_seed": []}
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "per_seed": [round(v, digits) for v in values],
+    }
 
 
 def snapshot_code(repo: Path, folders: tuple[str, ...]) -> Path:

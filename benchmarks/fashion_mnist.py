@@ -36,7 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine  # noqa: E402
+from common import RESULTS, machine, spread  # noqa: E402
 
 RECIPE = "recipes/fashion_mnist/classify.yaml"
 TARGET_ACCURACY = 0.93
@@ -144,11 +144,6 @@ def reference_side(seed: int, epochs: int, root: Path) -> dict:
     seconds = run([str(Path(__file__).resolve()), "--hand-written", f"--seeds={seed}",
                    f"--epochs={epochs}", f"--out={out}"])  # fmt: skip
     return {**json.loads(out.read_text()), "seconds": round(seconds, 1)}
-
-
-def spread(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4),
-            "max": round(max(values), 4), "per_seed": [round(v, 4) for v in values]}  # fmt: skip
 
 
 def main() -> None:

@@ -63,7 +63,6 @@ import os
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -73,7 +72,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_result  # noqa: E402
+from common import machine, spread, write_result  # noqa: E402
 from common import snapshot_code as common_snapshot  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -323,18 +322,6 @@ def metric(rec: dict, *names: str) -> float | None:
         if name in metrics:
             return round(float(metrics[name]), 4)
     return None
-
-
-def spread(values: list[float]) -> dict:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"median": None, "min": None, "max": None, "per_seed": []}
-    return {
-        "median": round(statistics.median(values), 4),
-        "min": round(min(values), 4),
-        "max": round(max(values), 4),
-        "per_seed": [round(v, 4) for v in values],
-    }
 
 
 # ------------------------------------------------------------------------------ the parts

@@ -6,7 +6,7 @@ figure is a placeholder that names a results file, a path into its JSON and a fo
     {{tuning/pruned_time_ratio/median:.2f}}     -> 0.73   (results/tuning.json)
     {{lifecycle/cached_seconds:,.1f}}           -> 11.5
     {{scale/per_seed/0/value}}                  -> as written (true/false for a bool)
-    {{augmentation/acc_gain*100:+.2f}}          -> +1.19  (a number scaled: points, MB, ...)
+    {{augmentation/acc_gain/median*100:+.2f}}   -> +0.52  (a number scaled: points, MB, ...)
 
 The path's first part is the file's stem; the next are keys (or list indices), split on ``/``;
 ``*FACTOR`` after the path scales a number; after the last ``:`` comes a Python format spec

@@ -52,7 +52,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, snapshot_code  # noqa: E402
+from common import RESULTS, machine, snapshot_code, spread  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = "recipes/fashion_mnist/classify.yaml"
@@ -169,11 +169,6 @@ def tuned_and_default(cmd: Commands, mode: dict, seed: int, best: dict) -> dict:
             f"--trainer.default_root_dir={out}", "--run_name=default", "--run_version=0"])  # fmt: skip
     return {"tuned_test_acc": test_accuracy(out / "tuned" / "version_0"),
             "default_test_acc": test_accuracy(out / "default" / "version_0")}  # fmt: skip
-
-
-def spread(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4),
-            "max": round(max(values), 4), "per_seed": [round(v, 4) for v in values]}  # fmt: skip
 
 
 def plot_optimizers(table: dict, path: Path) -> None:
