@@ -595,6 +595,15 @@ def main(argv: list[str] | None = None) -> dict:
         "tracebacks": sum(r["traceback"] for r in rows),
         "seconds": round(time.perf_counter() - start, 1),
         "rows": rows,
+        "protocol": {
+            "seeds": [],
+            "seeds_note": "none: each case is a deterministic check of one command's exit "
+            "status and output, not a trained figure",
+            "selection": "none: nothing is compared or chosen",
+            "selection_runs_per_side": 0,
+            "budget": "each case one `python -m lifecycle` command on its own tiny data (one "
+            "short epoch where it trains)",
+        },
     }
     if options.only:
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
@@ -607,4 +616,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    # run as a script, Python puts benchmarks/ first on sys.path, where benchmarks/lifecycle.py
+    # would shadow the package the cases import (as benchmarks/common.py does for the others)
+    sys.path.insert(0, str(REPO))
     main()

@@ -70,3 +70,60 @@ def snapshot_code(repo: Path, folders: tuple[str, ...]) -> Path:
     for name in folders:
         shutil.copytree(repo / name, code / name, ignore=ignore)
     return code
+
+
+def quiet_evaluator(**kw):
+    """A quiet one-device CPU ``Trainer`` for ``validate`` and ``test`` calls (``kw``: more
+    Trainer options, e.g. the ``limit_*_batches`` of a smoke run)."""
+    import lightning as L
+
+    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, **kw)  # fmt: skip
+
+
+def select_and_test(run, sides: dict, settings: dict, seeds: list[int], selection: list) -> dict:
+    """The protocol (``benchmarks/README.md``) for sides compared on the same seeds.
+
+    Each side's setting is chosen among ``settings[side]`` (a list of dicts, the same number for
+    every side) on validation at the first seed; the runs are appended to ``selection`` with
+    their validation figures. Then each side trains at its chosen setting on the other seeds, the
+    order of the sides reversed from one seed to the next (so timings alternate), and the test
+    set is read once per side and seed: the first seed's from the selection run's own model.
+
+    ``run(side, seed, setting)`` trains one model and returns ``{"val": float, "train_seconds":
+    float, "test": callable}``, the callable reading the test set (a float or a dict of
+    figures). ``sides`` maps each side to the name its selection runs are saved under. Returns
+    ``tests`` and ``train_seconds`` (per side, a list over seeds), ``chosen`` (per side, the
+    setting) and ``val`` (per side, the chosen setting's validation figure).
+    """
+    if len({len(settings[side]) for side in sides}) != 1:
+        raise ValueError("every side gets the same number of selection runs")
+    chosen, val, best_runs = {}, {}, {}
+    for side, name in sides.items():
+        runs = []
+        for setting in settings[side]:
+            result = run(side, seeds[0], setting)
+            runs.append((setting, result))
+            selection.append({"side": name, "seed": seeds[0], **setting,
+                              "val_accuracy": result["val"],
+                              "train_seconds": result["train_seconds"]})  # fmt: skip
+            print(f"selection {name} {setting}: val {result['val']}", flush=True)
+        chosen[side], best_runs[side] = max(runs, key=lambda r: r[1]["val"])
+        val[side] = best_runs[side]["val"]
+    tests = {side: [best_runs[side]["test"]()] for side in sides}
+    seconds = {side: [best_runs[side]["train_seconds"]] for side in sides}
+    order = list(sides)
+    for seed in seeds[1:]:
+        order.reverse()
+        for side in order:
+            result = run(side, seed, chosen[side])
+            tests[side].append(result["test"]())
+            seconds[side].append(result["train_seconds"])
+    return {"tests": tests, "train_seconds": seconds, "chosen": chosen, "val": val}
+
+
+def gain(treatment: list[float], baseline: list[float]) -> dict:
+    """Per-seed differences ``treatment - baseline`` as a spread, with how many favour the
+    treatment."""
+    diffs = [a - b for a, b in zip(treatment, baseline, strict=True)]
+    return {**spread(diffs), "seeds_favouring": sum(d > 0 for d in diffs)}

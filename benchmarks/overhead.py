@@ -164,6 +164,18 @@ def main() -> None:
             "repeats": args.repeats,
             "target_time_ratio": 1.05,
             "meets_target": bool(ratio <= 1.05 and diff < 5e-5),
+            "protocol": {
+                "seeds": [SEED],
+                "seeds_note": "one seed: both sides compute the same steps from the same "
+                "initial weights and batches (their losses agree to max_abs_loss_diff); the "
+                "comparison is of time, repeated and alternated instead",
+                "selection": "none: no setting is chosen; both sides run the same fixed "
+                "settings (the main recipe's CNN, optimizer and batch size)",
+                "selection_runs_per_side": 0,
+                "budget": f"equal steps: {steps} steps of {args.batch_size} images a run, "
+                f"{args.repeats} runs a side",
+                "timing": "the two sides alternate within every repeat; medians compared",
+            },
         },
     )
 

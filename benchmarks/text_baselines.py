@@ -37,7 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(Path(__file__).resolve().parent) not in sys.path:  # imported by transfer.py: already there
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import spread, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

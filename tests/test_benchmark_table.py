@@ -12,11 +12,7 @@ from tests.conftest import REPO
 RESULTS = REPO / "benchmarks" / "results"
 # Results files measured before the protocol of benchmarks/README.md; each leaves this list when
 # its re-run under the protocol lands (issue 22).
-AWAITING_RERUN = {
-    "bad_inputs", "cleaning", "distillation", "distillation_selection",
-    "overhead", "pretraining", "transfer",
-    "transfer_selection",
-}  # fmt: skip
+AWAITING_RERUN = {"cleaning", "distillation", "distillation_selection"}
 PROTOCOL_KEYS = {"seeds", "selection", "selection_runs_per_side", "budget"}
 OWN_PROTOCOL = {"scale"}  # a protocol object of its own shape (issue 10 reworks the benchmark)
 
