@@ -81,6 +81,12 @@ def quiet_evaluator(**kw):
                      enable_model_summary=False, **kw)  # fmt: skip
 
 
+def lr_grid(base: float, multipliers) -> list[dict]:
+    """The learning-rate settings of a side's selection runs: ``base`` times each multiplier
+    (three significant digits), as ``select_and_test``'s setting dicts."""
+    return [{"lr": float(f"{base * m:.3g}")} for m in multipliers]
+
+
 def select_and_test(run, sides: dict, settings: dict, seeds: list[int], selection: list) -> dict:
     """The protocol (``benchmarks/README.md``) for sides compared on the same seeds.
 

@@ -63,7 +63,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lightning as L  # noqa: E402
-from common import gain, median, select_and_test, spread, write_result  # noqa: E402
+from common import gain, lr_grid, median, select_and_test, spread, write_result  # noqa: E402
 
 from lifecycle.data import ImageClassificationDataModule, TextClassificationDataModule  # noqa: E402
 from lifecycle.models import MLP, PretrainedTransformer, SmallCNN, TransformerEncoder  # noqa: E402
@@ -97,10 +97,6 @@ def accuracy(model, data, split: str) -> float:
     quiet = trainer(1, **limit)
     run = quiet.validate if split == "val" else quiet.test
     return round(float(run(model, datamodule=data, verbose=False)[0][f"{split}/accuracy"]), 4)
-
-
-def lr_settings(base: float, multipliers: list[float]) -> list[dict]:
-    return [{"lr": float(f"{base * m:.3g}")} for m in multipliers]
 
 
 class SharedTeacherCache(L.Callback):
@@ -141,21 +137,32 @@ def compare(make, data: dict, sides: dict, base_lr: float, args, selection: list
         return {"val": accuracy(model, data[side], "val"), "train_seconds": seconds,
                 "test": lambda: accuracy(model, data[side], "test"), "model": model}  # fmt: skip
 
-    models: dict = {}
+    first_seed: dict = {}  # side -> lr -> model at the first seed (the timings use the chosen)
 
-    def keep(side, seed, setting):  # the seed-0 models of the chosen settings, for timings
+    def keep(side, seed, setting):
         out = run(side, seed, setting)
-        models.setdefault(side, {})[(seed, setting["lr"])] = out["model"]
+        if seed == args.seeds[0]:
+            first_seed.setdefault(side, {})[setting["lr"]] = out["model"]
         return out
 
-    settings = {side: lr_settings(base_lr, args.lr_multipliers) for side in sides}
+    settings = {side: lr_grid(base_lr, args.lr_multipliers) for side in sides}
     out = select_and_test(keep, sides, settings, args.seeds, selection)
     acc = {side: spread(out["tests"][side]) for side in sides}
-    first = {side: models[side][(args.seeds[0], out["chosen"][side]["lr"])] for side in sides}
     log.warning(json.dumps({"acc": acc, "chosen": out["chosen"]}))
     return {"acc": acc, "per_seed": out["tests"], "chosen": out["chosen"], "val": out["val"],
             "train_seconds": {s: spread(v, 1) for s, v in out["train_seconds"].items()},
-            "models": first}  # fmt: skip
+            "models": {s: first_seed[s][out["chosen"][s]["lr"]] for s in sides}}  # fmt: skip
+
+
+def figures(cmp: dict, prefix: str, steps: int, data: dict) -> dict:
+    """A comparison's figures under ``prefix``: each side's epochs at ``steps`` on its data,
+    the distilled side's per-seed gain over scratch, the chosen rates, the training seconds."""
+    return {
+        f"{prefix}_epochs": {s: round(steps / len(data[s].train_dataloader()), 1) for s in data},
+        f"{prefix}_gain": gain(cmp["per_seed"]["distilled"], cmp["per_seed"]["scratch"]),
+        f"{prefix}_chosen_lr": {s: setting["lr"] for s, setting in cmp["chosen"].items()},
+        f"{prefix}_train_seconds": cmp["train_seconds"],
+    }
 
 
 def count(module) -> int:
@@ -241,15 +248,11 @@ def full_labels(args, selection: list) -> tuple[dict, ClassificationModule]:
         return student_module(args, lr, teacher, cache_teacher=True)
 
     sides = {"scratch": "full_scratch", "distilled": "full_distilled"}
-    cmp = compare(make, {"scratch": data, "distilled": data}, sides, args.student_lr, args,
-                  selection, steps=args.full_steps)  # fmt: skip
+    both = {"scratch": data, "distilled": data}
+    cmp = compare(make, both, sides, args.student_lr, args, selection, steps=args.full_steps)
     out.update(
-        full_steps=args.full_steps, full_batch=128,
-        full_epochs=round(args.full_steps / len(data.train_dataloader()), 2),
+        full_steps=args.full_steps, full_batch=128, **figures(cmp, "full", args.full_steps, both),
         scratch_student_acc=cmp["acc"]["scratch"], distilled_student_acc=cmp["acc"]["distilled"],
-        full_gain=gain(cmp["per_seed"]["distilled"], cmp["per_seed"]["scratch"]),
-        full_chosen_lr={s: cmp["chosen"][s]["lr"] for s in sides},
-        full_train_seconds=cmp["train_seconds"],
     )  # fmt: skip
     pairs = zip(cmp["per_seed"]["distilled"], cmp["per_seed"]["scratch"], strict=True)
     ratios = [(d - s) / (out["teacher_acc"] - s) for d, s in pairs]
@@ -327,12 +330,8 @@ def scarce_labels(args, teacher, selection: list) -> dict:
 
     cmp = compare(make, data, sides, args.student_lr, args, selection, steps=args.scarce_steps)
     out.update(
-        scarce_epochs={s: round(args.scarce_steps / len(data[s].train_dataloader()), 1)
-                       for s in sides},
+        **figures(cmp, "scarce", args.scarce_steps, data),
         scarce_scratch_acc=cmp["acc"]["scratch"], scarce_distilled_acc=cmp["acc"]["distilled"],
-        scarce_gain=gain(cmp["per_seed"]["distilled"], cmp["per_seed"]["scratch"]),
-        scarce_chosen_lr={s: cmp["chosen"][s]["lr"] for s in sides},
-        scarce_train_seconds=cmp["train_seconds"],
     )  # fmt: skip
     if args.strict:
         out["scarce_strict_distilled_acc"] = cmp["acc"]["strict"]
@@ -402,12 +401,8 @@ def text_rows(args, selection: list) -> dict:
         precision="32-true", gradient_clip_val=1.0,
     )  # fmt: skip
     out.update(
-        text_epochs={s: round(args.text_steps / len(data[s].train_dataloader()), 1)
-                     for s in sides},
+        **figures(cmp, "text", args.text_steps, data),
         text_scratch_student_acc=cmp["acc"]["scratch"], text_student_acc=cmp["acc"]["distilled"],
-        text_gain=gain(cmp["per_seed"]["distilled"], cmp["per_seed"]["scratch"]),
-        text_chosen_lr={s: cmp["chosen"][s]["lr"] for s in sides},
-        text_train_seconds=cmp["train_seconds"],
     )  # fmt: skip
     out["text_student_over_teacher"] = round(
         out["text_student_acc"]["median"] / out["text_teacher_acc"], 4

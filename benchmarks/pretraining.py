@@ -188,7 +188,7 @@ def finetune(args, folder: Path | None, labels: int, seed: int, lr: float) -> di
             float(evaluator.test(model, datamodule=data, verbose=False)[0]["test/accuracy"]), 4
         )
 
-    return {"lr": lr, "val": round(float(val), 4), "train_seconds": round(seconds, 1), "test": test}
+    return {"val": round(float(val), 4), "train_seconds": round(seconds, 1), "test": test}
 
 
 def compare(run, sides: dict, lrs: list[float], seeds: list[int], selection: list) -> dict:
@@ -282,8 +282,7 @@ def pretrain_text(args, out: Path) -> dict:
             scores = evaluator.test(classifier, datamodule=data, verbose=False)[0]
             return round(float(scores["test/accuracy"]), 4)
 
-        return {"lr": lr, "val": round(float(val), 4), "train_seconds": round(seconds, 1),
-                "test": test}  # fmt: skip
+        return {"val": round(float(val), 4), "train_seconds": round(seconds, 1), "test": test}
 
     lrs = [args.text_ft_lr * m for m in args.lr_multipliers]
     selection: list = []

@@ -58,7 +58,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lightning as L  # noqa: E402
-from common import gain, quiet_evaluator, select_and_test, spread, write_result  # noqa: E402
+from common import gain, lr_grid, quiet_evaluator, select_and_test, spread, write_result  # noqa: E402
 from text_baselines import tfidf_side  # noqa: E402
 
 from lifecycle.data import ImageClassificationDataModule, TextClassificationDataModule  # noqa: E402
@@ -117,10 +117,6 @@ def train(model, data, epochs: int, callbacks=()) -> dict:
             "trainable_params": trainable, "test": test}  # fmt: skip
 
 
-def lr_grid(base: float, multipliers) -> list[dict]:
-    return [{"lr": float(f"{base * m:.3g}")} for m in multipliers]
-
-
 def side_rows(out: dict, sides: dict, what: dict, epochs: dict) -> list[dict]:
     """One row per side from ``select_and_test``'s answer: test figures as spreads over seeds."""
     rows = []
@@ -151,9 +147,8 @@ def text_rows(args) -> dict:
 
     scratch_data = tweets("bpe", vocab_size=8000)
     tfidf, tfidf_runs = tfidf_side(scratch_data, args.tfidf_c)
-    tfidf["accuracy"] = spread([tfidf["accuracy"]["median"]] * len(args.seeds))
-    tfidf["macro_f1"] = spread([tfidf["macro_f1"]["median"]] * len(args.seeds))
-    tfidf["train_seconds"] = spread([tfidf["train_seconds"]["median"]] * len(args.seeds), 1)
+    for key, digits in (("accuracy", 4), ("macro_f1", 4), ("train_seconds", 1)):  # deterministic
+        tfidf[key] = spread([tfidf[key]["median"]] * len(args.seeds), digits)
     log.warning(json.dumps(tfidf))
     minilm_data = tweets("all-MiniLM-L6-v2")
     # side: (name, base learning rate, epochs, callback factory, description)
